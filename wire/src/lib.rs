@@ -1,0 +1,296 @@
+//! The contract between the restore daemon (inside the VM) and the host driver.
+//!
+//! Everything both sides must agree on lives here and nowhere else: the API
+//! paths, the authorization scheme, the JSON shapes of entries and status, and
+//! how paths are carried (base64 of raw bytes, because file names on a disk
+//! image need not be UTF-8). This crate has no OS code on purpose, so that it
+//! builds anywhere and stays small.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// Version of the HTTP API. The host refuses a daemon that reports another one.
+pub const API_VERSION: u32 = 1;
+
+/// Default vsock port the daemon listens on.
+pub const DEFAULT_PORT: u32 = 1024;
+
+/// Authorization scheme: `Authorization: FileRestoreTicket <ticket>`.
+pub const TICKET_SCHEME: &str = "FileRestoreTicket";
+
+/// Maximum number of extract streams the daemon runs at once.
+pub const MAX_CONCURRENT_EXTRACTS: usize = 8;
+
+/// API endpoint paths.
+pub mod endpoint {
+    /// `GET`: uptime, idle time left, disks, scan state (liveness only without a ticket).
+    pub const STATUS: &str = "/api/status";
+    /// `GET ?path=<base64>`: the entries below a path.
+    pub const LIST: &str = "/api/list";
+    /// `GET ?path=<base64>&format=plain|zip|tar[&zstd=1]`: a file or directory stream.
+    pub const EXTRACT: &str = "/api/extract";
+    /// `POST`: power the VM off.
+    pub const STOP: &str = "/api/stop";
+}
+
+/// The kind of an entry, serialized as one letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryType {
+    /// A virtual level: a disk, a bucket type or a bucket.
+    #[serde(rename = "v")]
+    Virtual,
+    /// A directory.
+    #[serde(rename = "d")]
+    Directory,
+    /// A regular file.
+    #[serde(rename = "f")]
+    File,
+    /// A symbolic link (`target` holds where it points).
+    #[serde(rename = "l")]
+    Symlink,
+    /// A hard link (used in archives; listings report regular files as `f`).
+    #[serde(rename = "h")]
+    Hardlink,
+    /// A character device.
+    #[serde(rename = "c")]
+    CharDevice,
+    /// A block device.
+    #[serde(rename = "b")]
+    BlockDevice,
+    /// A named pipe.
+    #[serde(rename = "p")]
+    Fifo,
+    /// A Unix socket.
+    #[serde(rename = "s")]
+    Socket,
+}
+
+impl EntryType {
+    /// The one-letter code used on the wire and in text output.
+    pub fn letter(self) -> char {
+        match self {
+            EntryType::Virtual => 'v',
+            EntryType::Directory => 'd',
+            EntryType::File => 'f',
+            EntryType::Symlink => 'l',
+            EntryType::Hardlink => 'h',
+            EntryType::CharDevice => 'c',
+            EntryType::BlockDevice => 'b',
+            EntryType::Fifo => 'p',
+            EntryType::Socket => 's',
+        }
+    }
+}
+
+/// One entry of a listing: the contract with the GUI file browser.
+///
+/// `filepath` is the base64 of the full path (raw bytes), usable as the
+/// `path` argument of the next list or extract call. `text` is the name,
+/// lossily converted to UTF-8 for display.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Base64 (standard alphabet, padded) of the full path.
+    pub filepath: String,
+    /// The entry's name for display (lossy UTF-8).
+    pub text: String,
+    /// What kind of entry this is.
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    /// True when there is nothing below this entry to list.
+    pub leaf: bool,
+    /// Size in bytes, where known.
+    pub size: Option<u64>,
+    /// Modification time in seconds since the epoch, where known.
+    pub mtime: Option<i64>,
+    /// Where a symlink points (lossy UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// For buckets: the detected filesystem type (`ext4`, `xfs`, `swap`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fstype: Option<String>,
+}
+
+impl Entry {
+    /// The full path of this entry as raw bytes.
+    pub fn path_bytes(&self) -> Result<Vec<u8>, PathDecodeError> {
+        decode_path(&self.filepath)
+    }
+}
+
+/// Scan state of the daemon's disk discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScanState {
+    /// Disks are still being scanned; listings may be incomplete.
+    Scanning,
+    /// The scan is finished.
+    Done,
+}
+
+/// A disk as reported by status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskStatus {
+    /// The disk's name in paths (its virtio serial).
+    pub name: String,
+    /// Buckets found on the disk, as `type/name` (e.g. `part/1`), with their filesystem type.
+    pub buckets: Vec<BucketStatus>,
+}
+
+/// A bucket as reported by status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketStatus {
+    /// `part/1`, `raw/raw`, …
+    pub path: String,
+    /// Detected filesystem type.
+    pub fstype: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether it is mounted right now.
+    pub mounted: bool,
+}
+
+/// Answer of `GET /api/status`.
+///
+/// Without a valid ticket only `api_version` and `alive` are filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The daemon's API version (see [`API_VERSION`]).
+    pub api_version: u32,
+    /// Always true: the daemon answered.
+    pub alive: bool,
+    /// Seconds since the daemon started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<u64>,
+    /// Seconds of idleness left before the watchdog powers the VM off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_left: Option<u64>,
+    /// Configured idle timeout in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
+    /// Disk scan state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanState>,
+    /// Disks and their buckets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disks: Option<Vec<DiskStatus>>,
+    /// Extract streams running now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_downloads: Option<usize>,
+}
+
+/// Body of every error answer: `{"error": "…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Human-readable message naming what went wrong.
+    pub error: String,
+}
+
+/// Output format of an extract call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtractFormat {
+    /// The bytes of a single file (HTTP Range honoured).
+    Plain,
+    /// A zip archive of a file or directory.
+    Zip,
+    /// A pax tar archive of a file or directory.
+    Tar,
+}
+
+impl ExtractFormat {
+    /// The name used in the query string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtractFormat::Plain => "plain",
+            ExtractFormat::Zip => "zip",
+            ExtractFormat::Tar => "tar",
+        }
+    }
+}
+
+impl std::str::FromStr for ExtractFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "plain" => Ok(ExtractFormat::Plain),
+            "zip" => Ok(ExtractFormat::Zip),
+            "tar" => Ok(ExtractFormat::Tar),
+            other => Err(format!(
+                "unknown format '{other}': expected plain, zip or tar"
+            )),
+        }
+    }
+}
+
+/// A path argument that is not valid base64.
+#[derive(Debug, thiserror::Error)]
+#[error("path is not valid base64: {0}")]
+pub struct PathDecodeError(String);
+
+/// Encodes raw path bytes for `filepath` and the `path` query argument.
+pub fn encode_path(path: &[u8]) -> String {
+    STANDARD.encode(path)
+}
+
+/// Decodes a base64 path, accepting the standard and the URL-safe alphabet,
+/// with or without padding.
+pub fn decode_path(s: &str) -> Result<Vec<u8>, PathDecodeError> {
+    STANDARD
+        .decode(s)
+        .or_else(|_| URL_SAFE.decode(s))
+        .or_else(|_| URL_SAFE_NO_PAD.decode(s))
+        .map_err(|e| PathDecodeError(e.to_string()))
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters kept).
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_roundtrip_non_utf8() {
+        let raw = b"/disk/part/1/\xff\xfename";
+        let enc = encode_path(raw);
+        assert_eq!(decode_path(&enc).unwrap(), raw);
+        let url = URL_SAFE_NO_PAD.encode(raw);
+        assert_eq!(decode_path(&url).unwrap(), raw);
+        assert!(decode_path("not base64!").is_err());
+    }
+
+    #[test]
+    fn entry_json_shape() {
+        let e = Entry {
+            filepath: encode_path(b"/d/part/1/x"),
+            text: "x".into(),
+            entry_type: EntryType::Symlink,
+            leaf: true,
+            size: Some(3),
+            mtime: None,
+            target: Some("/etc".into()),
+            fstype: None,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "l");
+        assert_eq!(v["target"], "/etc");
+        assert!(v["mtime"].is_null());
+        assert!(v.get("fstype").is_none());
+    }
+
+    #[test]
+    fn query_escape_base64() {
+        assert_eq!(query_escape("a+b/c="), "a%2Bb%2Fc%3D");
+    }
+}
