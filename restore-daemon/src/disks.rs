@@ -1,0 +1,258 @@
+//! Disks and buckets: what the daemon can serve.
+//!
+//! In the VM, disks are the virtio block devices in `/sys/block/vd*`, named by
+//! their virtio serial (set by the host). Partitions come from sysfs, so GPT,
+//! MBR and logical partitions (5+) keep the kernel's numbering; a disk
+//! without partitions is one `raw/raw` bucket. In dev mode the buckets are
+//! given on the command line instead (loop devices with offsets).
+
+use crate::fstype::{self, FsType};
+use crate::mounts::MountState;
+use crate::vpath::BucketKind;
+use std::fs;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A place on a disk that holds (or may hold) a filesystem.
+#[derive(Debug)]
+pub struct Bucket {
+    /// Kind of bucket.
+    pub kind: BucketKind,
+    /// Name within its kind: `1`, `raw`, `vg/lv`.
+    pub name: String,
+    /// The block device node.
+    pub device: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
+    /// Detected filesystem type.
+    pub fstype: FsType,
+    /// Mount state, changed on first access.
+    pub mount: Mutex<MountState>,
+}
+
+/// A disk and its buckets.
+#[derive(Debug)]
+pub struct Disk {
+    /// Name in paths: the virtio serial, or the kernel name when there is none.
+    pub name: String,
+    /// Buckets, sorted by kind and then numerically by name.
+    pub buckets: Vec<std::sync::Arc<Bucket>>,
+}
+
+impl Disk {
+    /// The bucket kinds present on this disk, in a stable order.
+    pub fn kinds(&self) -> Vec<BucketKind> {
+        let mut kinds: Vec<BucketKind> = Vec::new();
+        for b in &self.buckets {
+            if !kinds.contains(&b.kind) {
+                kinds.push(b.kind);
+            }
+        }
+        kinds
+    }
+}
+
+/// Reads a sysfs attribute, trimmed.
+fn sys_attr(dir: &Path, attr: &str) -> Option<String> {
+    fs::read_to_string(dir.join(attr))
+        .ok()
+        .map(|s| s.trim().to_owned())
+}
+
+/// Makes a bucket from a device node, probing its filesystem type.
+pub fn probe_bucket(kind: BucketKind, name: String, device: PathBuf) -> std::io::Result<Bucket> {
+    let mut f = fs::File::open(&device)?;
+    let size = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    let fstype = fstype::probe(&mut f)?;
+    Ok(Bucket {
+        kind,
+        name,
+        device,
+        size,
+        fstype,
+        mount: Mutex::new(MountState::NotMounted),
+    })
+}
+
+/// Makes sure `/dev/<name>` exists for a sysfs block device (devtmpfs
+/// normally creates it; without it, mknod from the `dev` attribute).
+fn device_node(sys_dir: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let node = PathBuf::from("/dev").join(name);
+    if node.exists() {
+        return Ok(node);
+    }
+    let dev = sys_attr(sys_dir, "dev").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{}: no dev attribute", sys_dir.display()),
+        )
+    })?;
+    let (major, minor) = dev
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad dev attribute {dev:?}"),
+            )
+        })?;
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(major, minor),
+    )
+    .map_err(std::io::Error::from)?;
+    Ok(node)
+}
+
+/// Turns a virtio serial into a path-safe disk name.
+fn disk_name(serial: Option<String>, kernel_name: &str) -> String {
+    let s = serial.unwrap_or_default();
+    let cleaned: String = s
+        .chars()
+        .filter(|c| !c.is_control())
+        .map(|c| if c == '/' { '_' } else { c })
+        .collect();
+    if cleaned.is_empty() || cleaned == "." || cleaned == ".." {
+        kernel_name.to_owned()
+    } else {
+        cleaned
+    }
+}
+
+fn numeric_then_name(a: &Bucket, b: &Bucket) -> std::cmp::Ordering {
+    let key = |x: &Bucket| {
+        (
+            x.kind.name(),
+            x.name.parse::<u64>().unwrap_or(u64::MAX),
+            x.name.clone(),
+        )
+    };
+    key(a).cmp(&key(b))
+}
+
+/// Scans one sysfs block device (e.g. `/sys/block/vda`).
+pub fn scan_disk(sys_dir: &Path) -> std::io::Result<Disk> {
+    let kname = sys_dir
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = disk_name(sys_attr(sys_dir, "serial"), &kname);
+    let mut buckets = Vec::new();
+    let mut parts: Vec<(u64, String)> = Vec::new();
+    for ent in fs::read_dir(sys_dir)?.flatten() {
+        let pname = ent.file_name().to_string_lossy().into_owned();
+        if !pname.starts_with(&kname) {
+            continue;
+        }
+        if let Some(num) = sys_attr(&ent.path(), "partition").and_then(|p| p.parse::<u64>().ok()) {
+            parts.push((num, pname));
+        }
+    }
+    parts.sort();
+    for (num, pname) in parts {
+        let pdir = sys_dir.join(&pname);
+        // An MBR extended partition is a 1 KiB stub that only holds the
+        // chain of logical partitions: nothing to serve.
+        let sectors = sys_attr(&pdir, "size")
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0);
+        if sectors <= 2 {
+            continue;
+        }
+        let node = match device_node(&pdir, &pname) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("disk {name}: partition {num} ({pname}): no device node: {e}");
+                continue;
+            }
+        };
+        match probe_bucket(BucketKind::Part, num.to_string(), node) {
+            Ok(b) => buckets.push(b),
+            Err(e) => log::warn!("disk {name}: partition {num} ({pname}): cannot read: {e}"),
+        }
+    }
+    if buckets.is_empty() {
+        let node = device_node(sys_dir, &kname)?;
+        let b = probe_bucket(BucketKind::Raw, "raw".into(), node)?;
+        buckets.push(b);
+    }
+    buckets.sort_by(numeric_then_name);
+    for b in &buckets {
+        log::info!(
+            "disk {name}: {}/{} {} ({} bytes) on {}",
+            b.kind.name(),
+            b.name,
+            b.fstype,
+            b.size,
+            b.device.display()
+        );
+    }
+    Ok(Disk {
+        name,
+        buckets: buckets.into_iter().map(std::sync::Arc::new).collect(),
+    })
+}
+
+/// Scans all virtio disks (`/sys/block/vd*`), in kernel name order.
+pub fn scan_virtio_disks() -> Vec<Disk> {
+    let mut names: Vec<PathBuf> = match fs::read_dir("/sys/block") {
+        Ok(rd) => rd
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("vd"))
+            .map(|e| e.path())
+            .collect(),
+        Err(e) => {
+            log::error!("cannot read /sys/block: {e}");
+            return Vec::new();
+        }
+    };
+    // vda < vdb < … < vdz < vdaa
+    names.sort_by_key(|p| {
+        let n = p
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (n.len(), n)
+    });
+    let mut disks: Vec<Disk> = Vec::new();
+    for dir in names {
+        match scan_disk(&dir) {
+            Ok(mut d) => {
+                // Names must be unique in paths: the host makes serials unique,
+                // but never trust it blindly.
+                if disks.iter().any(|o| o.name == d.name) {
+                    let kname = dir
+                        .file_name()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    log::warn!(
+                        "duplicate disk serial {:?}: using kernel name {kname}",
+                        d.name
+                    );
+                    d.name = kname;
+                }
+                disks.push(d);
+            }
+            Err(e) => log::error!("cannot scan {}: {e}", dir.display()),
+        }
+    }
+    disks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_names() {
+        assert_eq!(disk_name(Some("drive-scsi0".into()), "vda"), "drive-scsi0");
+        assert_eq!(disk_name(Some("".into()), "vda"), "vda");
+        assert_eq!(disk_name(None, "vdb"), "vdb");
+        assert_eq!(disk_name(Some("..".into()), "vdc"), "vdc");
+        assert_eq!(disk_name(Some("a/b".into()), "vdc"), "a_b");
+    }
+}

@@ -1,0 +1,250 @@
+//! Filesystem detection from superblock magic.
+//!
+//! The daemon never tries every filesystem type blindly: it reads the first
+//! 72 KiB of a bucket and looks for the magic numbers of the types it knows.
+//! What it finds decides the mount options (or that the bucket cannot be
+//! mounted at all: swap, LUKS, LVM PVs, unknown data).
+
+use std::fmt;
+use std::io::Read;
+
+/// How many bytes at the start of a device detection needs (btrfs's
+/// superblock at 64 KiB and UFS2's at 64 KiB + 1372 are the farthest).
+pub const PROBE_LEN: usize = 72 * 1024;
+
+/// A detected filesystem (or other content) type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsType {
+    /// ext2 (no journal).
+    Ext2,
+    /// ext3 (journal, no ext4 features).
+    Ext3,
+    /// ext4.
+    Ext4,
+    /// XFS.
+    Xfs,
+    /// Btrfs.
+    Btrfs,
+    /// FAT12/16/32.
+    Vfat,
+    /// exFAT.
+    Exfat,
+    /// ISO 9660 (CD/DVD image).
+    Iso9660,
+    /// SquashFS.
+    Squashfs,
+    /// UDF.
+    Udf,
+    /// F2FS.
+    F2fs,
+    /// HFS+ (or HFSX).
+    Hfsplus,
+    /// UFS1 (4.4BSD layout).
+    Ufs1,
+    /// UFS2.
+    Ufs2,
+    /// NTFS (no driver in the guest kernel).
+    Ntfs,
+    /// An LVM2 physical volume.
+    LvmPv,
+    /// Linux swap.
+    Swap,
+    /// A LUKS encrypted volume.
+    Luks,
+    /// Nothing recognised.
+    Unknown,
+}
+
+impl FsType {
+    /// The name shown to users and reported over the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            FsType::Ext2 => "ext2",
+            FsType::Ext3 => "ext3",
+            FsType::Ext4 => "ext4",
+            FsType::Xfs => "xfs",
+            FsType::Btrfs => "btrfs",
+            FsType::Vfat => "vfat",
+            FsType::Exfat => "exfat",
+            FsType::Iso9660 => "iso9660",
+            FsType::Squashfs => "squashfs",
+            FsType::Udf => "udf",
+            FsType::F2fs => "f2fs",
+            FsType::Hfsplus => "hfsplus",
+            FsType::Ufs1 => "ufs1",
+            FsType::Ufs2 => "ufs2",
+            FsType::Ntfs => "ntfs",
+            FsType::LvmPv => "LVM2_member",
+            FsType::Swap => "swap",
+            FsType::Luks => "crypto_LUKS",
+            FsType::Unknown => "unknown",
+        }
+    }
+
+    /// Why this type cannot be mounted, or `None` when it can.
+    pub fn unmountable_reason(self) -> Option<&'static str> {
+        match self {
+            FsType::Swap => Some("it is a swap area and holds no files"),
+            FsType::Luks => Some("it is LUKS encrypted; decryption is not supported"),
+            FsType::LvmPv => {
+                Some("it is an LVM2 physical volume; its logical volumes are not activated yet")
+            }
+            FsType::Ntfs => Some("the guest kernel has no NTFS driver"),
+            FsType::Unknown => Some("no known filesystem was found on it"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for FsType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+fn at(buf: &[u8], off: usize, magic: &[u8]) -> bool {
+    buf.get(off..off + magic.len()) == Some(magic)
+}
+
+fn le16(buf: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(buf.get(off..off + 2)?.try_into().ok()?))
+}
+
+fn le32(buf: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(buf.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn be32(buf: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(buf.get(off..off + 4)?.try_into().ok()?))
+}
+
+fn ext_flavour(buf: &[u8]) -> FsType {
+    const SB: usize = 1024;
+    let compat = le32(buf, SB + 92).unwrap_or(0);
+    let incompat = le32(buf, SB + 96).unwrap_or(0);
+    let ro_compat = le32(buf, SB + 100).unwrap_or(0);
+    // extents, 64bit, flex_bg, mmp, ..., or ro_compat features ext3 never had.
+    let ext4_incompat = 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x1000 | 0x10000;
+    let ext4_ro_compat = 0x8 | 0x10 | 0x20 | 0x40 | 0x400;
+    if incompat & ext4_incompat != 0 || ro_compat & ext4_ro_compat != 0 {
+        FsType::Ext4
+    } else if compat & 0x4 != 0 {
+        FsType::Ext3
+    } else {
+        FsType::Ext2
+    }
+}
+
+fn is_vfat(buf: &[u8]) -> bool {
+    if !at(buf, 510, &[0x55, 0xAA]) {
+        return false;
+    }
+    let fat_label =
+        at(buf, 54, b"FAT12   ") || at(buf, 54, b"FAT16   ") || at(buf, 82, b"FAT32   ");
+    let bytes_per_sector = le16(buf, 11).unwrap_or(0);
+    let sane_bps = matches!(bytes_per_sector, 512 | 1024 | 2048 | 4096);
+    let jump = matches!(buf.first(), Some(0xEB) | Some(0xE9));
+    fat_label && sane_bps && jump
+}
+
+/// Detects the type from the first bytes of a device (ideally [`PROBE_LEN`]).
+pub fn detect(buf: &[u8]) -> FsType {
+    if at(buf, 0, b"LUKS\xba\xbe") {
+        return FsType::Luks;
+    }
+    if at(buf, 0, b"XFSB") {
+        return FsType::Xfs;
+    }
+    if at(buf, 0, b"hsqs") {
+        return FsType::Squashfs;
+    }
+    if at(buf, 0x10040, b"_BHRfS_M") {
+        return FsType::Btrfs;
+    }
+    if le16(buf, 1024 + 56) == Some(0xEF53) {
+        return ext_flavour(buf);
+    }
+    if le32(buf, 1024) == Some(0xF2F5_2010) {
+        return FsType::F2fs;
+    }
+    if at(buf, 1024, b"H+") || at(buf, 1024, b"HX") {
+        return FsType::Hfsplus;
+    }
+    if at(buf, 3, b"EXFAT   ") {
+        return FsType::Exfat;
+    }
+    if at(buf, 3, b"NTFS    ") {
+        return FsType::Ntfs;
+    }
+    for sector in 0..4 {
+        if at(buf, sector * 512, b"LABELONE") && at(buf, sector * 512 + 24, b"LVM2 001") {
+            return FsType::LvmPv;
+        }
+    }
+    if at(buf, 4096 - 10, b"SWAPSPACE2") || at(buf, 4096 - 10, b"SWAP-SPACE") {
+        return FsType::Swap;
+    }
+    if at(buf, 0x8001, b"CD001") {
+        return FsType::Iso9660;
+    }
+    let udf_nsr = [0x8001usize, 0x8801, 0x9001, 0x9801]
+        .iter()
+        .any(|&o| at(buf, o, b"NSR02") || at(buf, o, b"NSR03"));
+    if udf_nsr {
+        return FsType::Udf;
+    }
+    const UFS_MAGIC: u32 = 0x0001_1954;
+    const UFS2_MAGIC: u32 = 0x1954_0119;
+    for (sb, ty) in [(8192usize, FsType::Ufs1), (65536, FsType::Ufs2)] {
+        let off = sb + 1372;
+        let m = [le32(buf, off), be32(buf, off)];
+        if m.contains(&Some(UFS_MAGIC)) || m.contains(&Some(UFS2_MAGIC)) {
+            return ty;
+        }
+    }
+    if is_vfat(buf) {
+        return FsType::Vfat;
+    }
+    FsType::Unknown
+}
+
+/// Reads up to [`PROBE_LEN`] bytes from `reader` and detects the type.
+pub fn probe(reader: &mut impl Read) -> std::io::Result<FsType> {
+    let mut buf = vec![0u8; PROBE_LEN];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(filled);
+    Ok(detect(&buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_short_buffers_are_unknown() {
+        assert_eq!(detect(&[]), FsType::Unknown);
+        assert_eq!(detect(&[0u8; 100]), FsType::Unknown);
+        assert_eq!(detect(&vec![0u8; PROBE_LEN]), FsType::Unknown);
+    }
+
+    #[test]
+    fn synthetic_magics() {
+        let mut b = vec![0u8; PROBE_LEN];
+        b[0x10040..0x10048].copy_from_slice(b"_BHRfS_M");
+        assert_eq!(detect(&b), FsType::Btrfs);
+        let mut b = vec![0u8; PROBE_LEN];
+        b[4086..4096].copy_from_slice(b"SWAPSPACE2");
+        assert_eq!(detect(&b), FsType::Swap);
+        let mut b = vec![0u8; PROBE_LEN];
+        b[0..6].copy_from_slice(b"LUKS\xba\xbe");
+        assert_eq!(detect(&b), FsType::Luks);
+    }
+}

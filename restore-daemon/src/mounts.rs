@@ -1,0 +1,125 @@
+//! Read-only, on-demand mounts of buckets.
+//!
+//! A bucket is mounted on its first access, never before: the scan only
+//! reads superblocks. Every mount is `ro,nosuid,nodev,noexec` with options
+//! that keep the kernel from replaying a dirty journal or log onto the
+//! read-only disk, which would fail (or, on a writable disk, change it).
+
+use crate::disks::Bucket;
+use crate::error::ApiError;
+use crate::fstype::FsType;
+use hyper::StatusCode;
+use nix::mount::MsFlags;
+use std::path::{Path, PathBuf};
+
+/// Mount state of a bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountState {
+    /// Not mounted yet (or the last attempt failed).
+    NotMounted,
+    /// Mounted at this directory.
+    Mounted(PathBuf),
+}
+
+/// Kernel filesystem type and data options for a detected type, or `None`
+/// when the type cannot be mounted.
+pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
+    Some(match fstype {
+        // The ext4 driver serves ext2 and ext3 too; noload skips the journal.
+        FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => ("ext4", "noload"),
+        FsType::Xfs => ("xfs", "norecovery"),
+        FsType::Btrfs => ("btrfs", "rescue=nologreplay"),
+        FsType::Vfat => ("vfat", "utf8=1,shortname=mixed"),
+        FsType::Exfat => ("exfat", "iocharset=utf8"),
+        FsType::Iso9660 => ("iso9660", "iocharset=utf8"),
+        FsType::Udf => ("udf", "utf8"),
+        FsType::Squashfs => ("squashfs", ""),
+        FsType::F2fs => ("f2fs", "norecovery"),
+        FsType::Hfsplus => ("hfsplus", ""),
+        FsType::Ufs1 => ("ufs", "ufstype=44bsd"),
+        FsType::Ufs2 => ("ufs", "ufstype=ufs2"),
+        FsType::Ntfs | FsType::LvmPv | FsType::Swap | FsType::Luks | FsType::Unknown => {
+            return None
+        }
+    })
+}
+
+/// Mounts `bucket` of disk `disk` below `base` if it is not mounted yet and
+/// returns its mount point. Errors name the disk, the bucket and its type.
+pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBuf, ApiError> {
+    let label = format!("{disk}/{}/{}", bucket.kind.name(), bucket.name);
+    let Some((fs, data)) = mount_options(bucket.fstype) else {
+        let why = bucket
+            .fstype
+            .unmountable_reason()
+            .unwrap_or("unsupported type");
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "bucket {label} (detected type {}) cannot be mounted: {why}",
+                bucket.fstype
+            ),
+        ));
+    };
+    let mut state = bucket
+        .mount
+        .lock()
+        .map_err(|_| ApiError::internal(format!("bucket {label}: mount state poisoned")))?;
+    if let MountState::Mounted(p) = &*state {
+        return Ok(p.clone());
+    }
+    let target = base
+        .join(disk)
+        .join(bucket.kind.name())
+        .join(bucket.name.replace('/', "_"));
+    std::fs::create_dir_all(&target).map_err(|e| {
+        ApiError::internal(format!(
+            "bucket {label}: cannot create mount point {}: {e}",
+            target.display()
+        ))
+    })?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let data_opt = if data.is_empty() { None } else { Some(data) };
+    let started = std::time::Instant::now();
+    nix::mount::mount(Some(&bucket.device), &target, Some(fs), flags, data_opt).map_err(|e| {
+        let hint = match e {
+            nix::errno::Errno::EINVAL | nix::errno::Errno::EUCLEAN | nix::errno::Errno::EIO => {
+                " (the filesystem looks damaged or is not what its magic says)"
+            }
+            nix::errno::Errno::ENODEV => " (the guest kernel has no driver for it)",
+            _ => "",
+        };
+        log::warn!("mount of {label} ({}) failed: {e}", bucket.fstype);
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "bucket {label} (detected type {}) failed to mount read-only: {}{hint}",
+                bucket.fstype,
+                e.desc()
+            ),
+        )
+    })?;
+    log::info!(
+        "mounted {label} ({fs}, {}) at {} in {} ms",
+        if data.is_empty() { "-" } else { data },
+        target.display(),
+        started.elapsed().as_millis()
+    );
+    *state = MountState::Mounted(target.clone());
+    Ok(target)
+}
+
+/// Unmounts everything this daemon mounted (dev mode clean-up).
+pub fn unmount_all(buckets: &[std::sync::Arc<Bucket>]) {
+    for b in buckets {
+        if let Ok(mut st) = b.mount.lock() {
+            if let MountState::Mounted(p) = &*st {
+                if let Err(e) = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH) {
+                    log::warn!("unmount {}: {e}", p.display());
+                }
+                let _ = std::fs::remove_dir(p);
+            }
+            *st = MountState::NotMounted;
+        }
+    }
+}

@@ -1,0 +1,133 @@
+//! What the request handlers share: disks, ticket, watchdog, limits.
+
+use crate::disks::{Bucket, Disk};
+use crate::error::ApiError;
+use crate::vpath::BucketKind;
+use crate::watchdog::Watchdog;
+use file_restore_wire::{BucketStatus, DiskStatus, ScanState, MAX_CONCURRENT_EXTRACTS};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::{Notify, Semaphore};
+
+/// Shared daemon state.
+pub struct State {
+    disks: RwLock<Vec<Arc<Disk>>>,
+    scan_done: AtomicBool,
+    /// The ticket every authenticated call must present.
+    pub ticket: String,
+    /// Idle tracking.
+    pub watchdog: Arc<Watchdog>,
+    /// Where buckets get mounted.
+    pub mount_base: PathBuf,
+    /// Limits concurrent extract streams.
+    pub extracts: Arc<Semaphore>,
+    /// Notified when a client asks the daemon to stop.
+    pub stop: Notify,
+}
+
+impl State {
+    /// New state with no disks yet (scan pending).
+    pub fn new(ticket: String, watchdog: Arc<Watchdog>, mount_base: PathBuf) -> Self {
+        State {
+            disks: RwLock::new(Vec::new()),
+            scan_done: AtomicBool::new(false),
+            ticket,
+            watchdog,
+            mount_base,
+            extracts: Arc::new(Semaphore::new(MAX_CONCURRENT_EXTRACTS)),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Publishes the scan result.
+    pub fn set_disks(&self, disks: Vec<Disk>) {
+        if let Ok(mut d) = self.disks.write() {
+            *d = disks.into_iter().map(Arc::new).collect();
+        }
+        self.scan_done.store(true, Ordering::SeqCst);
+    }
+
+    /// The disks found so far.
+    pub fn disks(&self) -> Vec<Arc<Disk>> {
+        self.disks.read().map(|d| d.clone()).unwrap_or_default()
+    }
+
+    /// Scan state for status.
+    pub fn scan_state(&self) -> ScanState {
+        if self.scan_done.load(Ordering::SeqCst) {
+            ScanState::Done
+        } else {
+            ScanState::Scanning
+        }
+    }
+
+    /// Finds a disk by name; the error lists the disks that exist.
+    pub fn disk(&self, name: &str) -> Result<Arc<Disk>, ApiError> {
+        let disks = self.disks();
+        if let Some(d) = disks.iter().find(|d| d.name == name) {
+            return Ok(d.clone());
+        }
+        let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+        let scanning = if self.scan_state() == ScanState::Scanning {
+            " (the disk scan is still running; try again shortly)"
+        } else {
+            ""
+        };
+        Err(ApiError::not_found(format!(
+            "no disk named '{name}'; disks: {}{scanning}",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )))
+    }
+
+    /// Finds a bucket; the error lists the buckets of that disk.
+    pub fn bucket(
+        &self,
+        disk: &str,
+        kind: BucketKind,
+        name: &str,
+    ) -> Result<(Arc<Disk>, Arc<Bucket>), ApiError> {
+        let d = self.disk(disk)?;
+        if let Some(b) = d.buckets.iter().find(|b| b.kind == kind && b.name == name) {
+            return Ok((d.clone(), b.clone()));
+        }
+        let have: Vec<String> = d
+            .buckets
+            .iter()
+            .map(|b| format!("{}/{}", b.kind.name(), b.name))
+            .collect();
+        Err(ApiError::not_found(format!(
+            "disk '{disk}' has no bucket {}/{name}; it has: {}",
+            kind.name(),
+            have.join(", ")
+        )))
+    }
+
+    /// Disk and bucket summary for status.
+    pub fn disk_status(&self) -> Vec<DiskStatus> {
+        self.disks()
+            .iter()
+            .map(|d| DiskStatus {
+                name: d.name.clone(),
+                buckets: d
+                    .buckets
+                    .iter()
+                    .map(|b| BucketStatus {
+                        path: format!("{}/{}", b.kind.name(), b.name),
+                        fstype: b.fstype.name().to_owned(),
+                        size: b.size,
+                        mounted: b
+                            .mount
+                            .lock()
+                            .map(|m| matches!(*m, crate::mounts::MountState::Mounted(_)))
+                            .unwrap_or(false),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+}
