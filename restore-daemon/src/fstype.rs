@@ -247,4 +247,47 @@ mod tests {
         b[0..6].copy_from_slice(b"LUKS\xba\xbe");
         assert_eq!(detect(&b), FsType::Luks);
     }
+
+    /// Real images made by the real mkfs tools (installed by `make deps`).
+    #[test]
+    fn detects_real_mkfs_output() {
+        use std::process::Command;
+        let dir = tempfile::tempdir().unwrap();
+        let cases: &[(&str, &[&str], FsType)] = &[
+            ("ext2", &["mkfs.ext2", "-q", "-F"], FsType::Ext2),
+            ("ext3", &["mkfs.ext3", "-q", "-F"], FsType::Ext3),
+            ("ext4", &["mkfs.ext4", "-q", "-F"], FsType::Ext4),
+            ("xfs", &["mkfs.xfs", "-q", "-f"], FsType::Xfs),
+            ("btrfs", &["mkfs.btrfs", "-q", "-f"], FsType::Btrfs),
+            ("vfat", &["mkfs.vfat"], FsType::Vfat),
+            ("fat32", &["mkfs.vfat", "-F", "32"], FsType::Vfat),
+            ("exfat", &["mkfs.exfat"], FsType::Exfat),
+            ("swap", &["mkswap"], FsType::Swap),
+        ];
+        for (name, cmd, want) in cases {
+            let img = dir.path().join(format!("{name}.img"));
+            std::fs::File::create(&img).unwrap().set_len(320 << 20).unwrap();
+            let out = Command::new(cmd[0]).args(&cmd[1..]).arg(&img).output();
+            let out = out.unwrap_or_else(|e| panic!("{} missing ({e}): run make deps", cmd[0]));
+            assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+            let got = probe(&mut std::fs::File::open(&img).unwrap()).unwrap();
+            assert_eq!(got, *want, "{name}");
+        }
+        let src = dir.path().join("src");
+        std::fs::create_dir(&src).unwrap();
+        std::fs::write(src.join("f"), "x").unwrap();
+        let sq = dir.path().join("sq.img");
+        let st = Command::new("mksquashfs").arg(&src).arg(&sq).args(["-quiet", "-noappend"]).status().unwrap();
+        assert!(st.success());
+        assert_eq!(probe(&mut std::fs::File::open(&sq).unwrap()).unwrap(), FsType::Squashfs);
+        let iso = dir.path().join("x.iso");
+        let st = Command::new("xorriso")
+            .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
+            .arg(&iso)
+            .arg(&src)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        assert_eq!(probe(&mut std::fs::File::open(&iso).unwrap()).unwrap(), FsType::Iso9660);
+    }
 }

@@ -1,0 +1,45 @@
+# file-restore: the two set-up commands are `make demo` and `make test`.
+# Both install what they need first (scripts/deps.sh, idempotent).
+
+CARGO        ?= cargo
+BUILD        := build
+GUEST_TARGET := x86_64-unknown-linux-gnu
+PREFIX       ?= /usr/local
+
+.PHONY: all deps build guest initramfs lint test unit-test demo bench install clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+# The guest daemon is a static (glibc crt-static) binary: it runs as /init of
+# the initramfs. RUSTFLAGS apply only to the --target build, so host binaries
+# are not rebuilt static.
+guest:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p restore-daemon --target $(GUEST_TARGET)
+	@mkdir -p $(BUILD)
+	install -m 0755 target/$(GUEST_TARGET)/release/restore-daemon $(BUILD)/restore-daemon
+
+# The initramfs (static daemon + module closure + config) and the vmlinux
+# extracted from the newest installed kernel, for PVH boot.
+initramfs: guest
+	$(CARGO) build --release -p file-restore-initramfs
+	target/release/file-restore-mkinitramfs --daemon $(BUILD)/restore-daemon --out $(BUILD)
+
+build: initramfs
+	$(CARGO) build --release --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: deps build lint
+	$(CARGO) test --workspace -- --test-threads=2
+
+clean:
+	rm -rf $(BUILD)
+	$(CARGO) clean
+
+demo: deps build
+	@bash scripts/demo.sh
