@@ -266,10 +266,17 @@ mod tests {
         ];
         for (name, cmd, want) in cases {
             let img = dir.path().join(format!("{name}.img"));
-            std::fs::File::create(&img).unwrap().set_len(320 << 20).unwrap();
+            std::fs::File::create(&img)
+                .unwrap()
+                .set_len(320 << 20)
+                .unwrap();
             let out = Command::new(cmd[0]).args(&cmd[1..]).arg(&img).output();
             let out = out.unwrap_or_else(|e| panic!("{} missing ({e}): run make deps", cmd[0]));
-            assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{cmd:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             let got = probe(&mut std::fs::File::open(&img).unwrap()).unwrap();
             assert_eq!(got, *want, "{name}");
         }
@@ -277,9 +284,17 @@ mod tests {
         std::fs::create_dir(&src).unwrap();
         std::fs::write(src.join("f"), "x").unwrap();
         let sq = dir.path().join("sq.img");
-        let st = Command::new("mksquashfs").arg(&src).arg(&sq).args(["-quiet", "-noappend"]).status().unwrap();
+        let st = Command::new("mksquashfs")
+            .arg(&src)
+            .arg(&sq)
+            .args(["-quiet", "-noappend"])
+            .status()
+            .unwrap();
         assert!(st.success());
-        assert_eq!(probe(&mut std::fs::File::open(&sq).unwrap()).unwrap(), FsType::Squashfs);
+        assert_eq!(
+            probe(&mut std::fs::File::open(&sq).unwrap()).unwrap(),
+            FsType::Squashfs
+        );
         let iso = dir.path().join("x.iso");
         let st = Command::new("xorriso")
             .args(["-as", "mkisofs", "-quiet", "-R", "-o"])
@@ -288,6 +303,9 @@ mod tests {
             .status()
             .unwrap();
         assert!(st.success());
-        assert_eq!(probe(&mut std::fs::File::open(&iso).unwrap()).unwrap(), FsType::Iso9660);
+        assert_eq!(
+            probe(&mut std::fs::File::open(&iso).unwrap()).unwrap(),
+            FsType::Iso9660
+        );
     }
 }

@@ -12,8 +12,14 @@ use std::time::{Duration, Instant};
 const TICKET: &str = "dev-test-ticket-0123456789";
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -22,7 +28,9 @@ struct Loop(String);
 
 impl Loop {
     fn new(image: &Path) -> Loop {
-        let dev = run(Command::new("losetup").args(["-f", "--show", "-r"]).arg(image));
+        let dev = run(Command::new("losetup")
+            .args(["-f", "--show", "-r"])
+            .arg(image));
         Loop(dev.trim().to_owned())
     }
 }
@@ -70,7 +78,10 @@ impl Daemon {
         };
         let t = Instant::now();
         while !d.sock.exists() {
-            assert!(t.elapsed() < Duration::from_secs(10), "daemon did not listen");
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "daemon did not listen"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         d
@@ -78,7 +89,14 @@ impl Daemon {
 
     /// GET with the ticket: (status code, body).
     fn get(&self, query: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-        self.curl(query, &[&["-H", &format!("Authorization: FileRestoreTicket {TICKET}")], extra].concat())
+        self.curl(
+            query,
+            &[
+                &["-H", &format!("Authorization: FileRestoreTicket {TICKET}")],
+                extra,
+            ]
+            .concat(),
+        )
     }
 
     fn curl(&self, query: &str, args: &[&str]) -> (u16, Vec<u8>) {
@@ -92,14 +110,20 @@ impl Daemon {
             .expect("curl");
         let mut body = out.stdout;
         let nl = body.iter().rposition(|&c| c == b'\n').expect("status line");
-        let code = String::from_utf8_lossy(&body[nl + 1..]).parse().expect("code");
+        let code = String::from_utf8_lossy(&body[nl + 1..])
+            .parse()
+            .expect("code");
         body.truncate(nl);
         (code, body)
     }
 
     fn list(&self, path: &[u8]) -> (u16, serde_json::Value) {
         let (code, body) = self.get(&format!("/api/list?path={}", q(path)), &[]);
-        (code, serde_json::from_slice(&body).unwrap_or_else(|e| panic!("bad JSON {e}: {}", String::from_utf8_lossy(&body))))
+        (
+            code,
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|e| panic!("bad JSON {e}: {}", String::from_utf8_lossy(&body))),
+        )
     }
 }
 
@@ -108,7 +132,10 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("daemon log:\n{}", fs::read_to_string(&self.log).unwrap_or_default());
+            eprintln!(
+                "daemon log:\n{}",
+                fs::read_to_string(&self.log).unwrap_or_default()
+            );
         }
     }
 }
@@ -150,7 +177,10 @@ use std::os::unix::ffi::OsStrExt;
 fn ext4_image(dir: &Path, src: &Path) -> PathBuf {
     let img = dir.join("ext4.img");
     run(Command::new("truncate").args(["-s", "64M"]).arg(&img));
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(src).arg(&img));
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(src)
+        .arg(&img));
     img
 }
 
@@ -187,13 +217,25 @@ fn virtual_levels_and_errors() {
     let (code, body) = d.get(&format!("/api/list?path={}", q(b"/disk0/part/1")), &[]);
     assert_eq!(code, 404);
     assert!(error_of(&body).contains("raw/raw"));
-    let (code, body) = d.get(&format!("/api/list?path={}", q(b"/disk0/raw/raw/missing")), &[]);
+    let (code, body) = d.get(
+        &format!("/api/list?path={}", q(b"/disk0/raw/raw/missing")),
+        &[],
+    );
     assert_eq!(code, 404);
     assert!(error_of(&body).contains("/disk0/raw/raw/missing"));
-    let (code, body) = d.get(&format!("/api/extract?path={}&format=plain", q(b"/disk0/raw/raw/etc")), &[]);
+    let (code, body) = d.get(
+        &format!(
+            "/api/extract?path={}&format=plain",
+            q(b"/disk0/raw/raw/etc")
+        ),
+        &[],
+    );
     assert_eq!(code, 400);
     assert!(error_of(&body).contains("is a directory"));
-    let (code, _) = d.get(&format!("/api/extract?path={}&format=rar", q(b"/disk0/raw/raw/etc")), &[]);
+    let (code, _) = d.get(
+        &format!("/api/extract?path={}&format=rar", q(b"/disk0/raw/raw/etc")),
+        &[],
+    );
     assert_eq!(code, 400);
     let huge = "A".repeat(20_000);
     let (code, _) = d.get(&format!("/api/list?path={huge}"), &[]);
@@ -206,7 +248,12 @@ fn listing_reports_symlinks_and_non_utf8_names() {
     let (code, v) = d.list(b"/disk0/raw/raw");
     assert_eq!(code, 200);
     let entries = v.as_array().unwrap();
-    let find = |name: &str| entries.iter().find(|e| e["text"] == name).unwrap_or_else(|| panic!("{name} missing in {v}"));
+    let find = |name: &str| {
+        entries
+            .iter()
+            .find(|e| e["text"] == name)
+            .unwrap_or_else(|| panic!("{name} missing in {v}"))
+    };
     assert_eq!(find("abs-passwd")["type"], "l");
     assert_eq!(find("abs-passwd")["target"], "/etc/passwd");
     assert_eq!(find("dangling")["target"], "nowhere");
@@ -217,7 +264,9 @@ fn listing_reports_symlinks_and_non_utf8_names() {
         .iter()
         .find(|e| e["text"].as_str().unwrap().starts_with("non-utf8-"))
         .expect("non-UTF-8 name listed");
-    let raw = STANDARD.decode(weird["filepath"].as_str().unwrap()).unwrap();
+    let raw = STANDARD
+        .decode(weird["filepath"].as_str().unwrap())
+        .unwrap();
     assert_eq!(raw, b"/disk0/raw/raw/non-utf8-\xff\xfe");
     // The raw path extracts the file.
     let (code, body) = d.get(&format!("/api/extract?path={}", q(&raw)), &[]);
@@ -229,18 +278,36 @@ fn symlink_traps_stay_inside_the_mount() {
     let (_tmp, d, _src) = setup(600);
     let get = |p: &[u8]| d.get(&format!("/api/extract?path={}", q(p)), &[]);
     // Absolute link: resolves to the image's /etc/passwd, never the host's.
-    assert_eq!(get(b"/disk0/raw/raw/abs-passwd"), (200, b"image-passwd\n".to_vec()));
+    assert_eq!(
+        get(b"/disk0/raw/raw/abs-passwd"),
+        (200, b"image-passwd\n".to_vec())
+    );
     // /ticket, and any number of .., end at the image's root.
-    assert_eq!(get(b"/disk0/raw/raw/to-ticket"), (200, b"image-ticket-file\n".to_vec()));
-    assert_eq!(get(b"/disk0/raw/raw/a/b/up-ticket"), (200, b"image-ticket-file\n".to_vec()));
-    assert_eq!(get(b"/disk0/raw/raw/../../../../ticket"), (200, b"image-ticket-file\n".to_vec()));
-    assert_eq!(get(b"/disk0/raw/raw/a/b/c/up3/etc/passwd"), (200, b"image-passwd\n".to_vec()));
+    assert_eq!(
+        get(b"/disk0/raw/raw/to-ticket"),
+        (200, b"image-ticket-file\n".to_vec())
+    );
+    assert_eq!(
+        get(b"/disk0/raw/raw/a/b/up-ticket"),
+        (200, b"image-ticket-file\n".to_vec())
+    );
+    assert_eq!(
+        get(b"/disk0/raw/raw/../../../../ticket"),
+        (200, b"image-ticket-file\n".to_vec())
+    );
+    assert_eq!(
+        get(b"/disk0/raw/raw/a/b/c/up3/etc/passwd"),
+        (200, b"image-passwd\n".to_vec())
+    );
     // Magic links (/proc/self/...) are refused, not followed to the guest root.
     let (code, _) = get(b"/disk0/raw/raw/magic");
     assert!(code == 400 || code == 404, "magic link gave {code}");
     // The host's own files are never served.
     let host_passwd = fs::read("/etc/passwd").unwrap();
-    for p in [&b"/disk0/raw/raw/abs-passwd"[..], b"/disk0/raw/raw/a/b/c/up3/etc/passwd"] {
+    for p in [
+        &b"/disk0/raw/raw/abs-passwd"[..],
+        b"/disk0/raw/raw/a/b/c/up3/etc/passwd",
+    ] {
         assert_ne!(get(p).1, host_passwd);
     }
 }
@@ -269,8 +336,16 @@ fn auth_is_required() {
     let (_tmp, d, _src) = setup(600);
     let list = format!("/api/list?path={}", q(b"/"));
     assert_eq!(d.curl(&list, &[]).0, 401);
-    assert_eq!(d.curl(&list, &["-H", "Authorization: FileRestoreTicket wrong"]).0, 401);
-    assert_eq!(d.curl(&list, &["-H", &format!("Authorization: Bearer {TICKET}")]).0, 401);
+    assert_eq!(
+        d.curl(&list, &["-H", "Authorization: FileRestoreTicket wrong"])
+            .0,
+        401
+    );
+    assert_eq!(
+        d.curl(&list, &["-H", &format!("Authorization: Bearer {TICKET}")])
+            .0,
+        401
+    );
     let ex = format!("/api/extract?path={}", q(b"/disk0/raw/raw/etc/passwd"));
     assert_eq!(d.curl(&ex, &[]).0, 401);
     assert_eq!(d.curl("/api/stop", &["-X", "POST"]).0, 401);
@@ -280,8 +355,18 @@ fn auth_is_required() {
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["alive"], true);
     assert_eq!(v["api_version"], file_restore_wire::API_VERSION);
-    assert!(v.get("disks").is_none(), "liveness must not reveal disks: {v}");
-    assert_eq!(d.curl("/api/status", &["-H", "Authorization: FileRestoreTicket wrong"]).0, 401);
+    assert!(
+        v.get("disks").is_none(),
+        "liveness must not reveal disks: {v}"
+    );
+    assert_eq!(
+        d.curl(
+            "/api/status",
+            &["-H", "Authorization: FileRestoreTicket wrong"]
+        )
+        .0,
+        401
+    );
     let (code, body) = d.get("/api/status", &[]);
     assert_eq!(code, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -296,63 +381,138 @@ fn unpack_and_compare(archive: &[u8], kind: &str, src: &Path, top: &str) {
     let dest = out.path().join("x");
     fs::create_dir(&dest).unwrap();
     match kind {
-        "tar" => run(Command::new("tar").arg("-xf").arg(&file).arg("-C").arg(&dest)),
-        "zip" => run(Command::new("python3").args(["-c", "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])"]).arg(&file).arg(&dest)),
+        "tar" => run(Command::new("tar")
+            .arg("-xf")
+            .arg(&file)
+            .arg("-C")
+            .arg(&dest)),
+        "zip" => run(Command::new("python3")
+            .args([
+                "-c",
+                "import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])",
+            ])
+            .arg(&file)
+            .arg(&dest)),
         _ => unreachable!(),
     };
-    let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(src).arg(dest.join(top)).output().unwrap();
-    assert!(diff.status.success(), "{kind} differs from source: {}", String::from_utf8_lossy(&diff.stdout));
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(src)
+        .arg(dest.join(top))
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{kind} differs from source: {}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
 }
 
 #[test]
 fn tar_and_zip_match_the_source_tree() {
     let (_tmp, d, src) = setup(600);
     // tar of a subdirectory, compared byte for byte (symlinks as links).
-    let (code, tar) = d.get(&format!("/api/extract?path={}&format=tar", q(b"/disk0/raw/raw/a")), &[]);
+    let (code, tar) = d.get(
+        &format!("/api/extract?path={}&format=tar", q(b"/disk0/raw/raw/a")),
+        &[],
+    );
     assert_eq!(code, 200);
     unpack_and_compare(&tar, "tar", &src.join("a"), "a");
     // tar of the whole bucket: long paths (pax), hard links, non-UTF-8 names.
-    let (code, tar) = d.get(&format!("/api/extract?path={}&format=tar", q(b"/disk0/raw/raw")), &[]);
+    let (code, tar) = d.get(
+        &format!("/api/extract?path={}&format=tar", q(b"/disk0/raw/raw")),
+        &[],
+    );
     assert_eq!(code, 200);
     let out = tempfile::tempdir().unwrap();
     fs::write(out.path().join("t.tar"), &tar).unwrap();
-    run(Command::new("tar").arg("-xf").arg(out.path().join("t.tar")).arg("-C").arg(out.path()));
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(out.path().join("t.tar"))
+        .arg("-C")
+        .arg(out.path()));
     let root = out.path().join("raw");
     fs::remove_dir_all(root.join("lost+found")).unwrap();
-    let diff = Command::new("diff").arg("-r").arg("--no-dereference").arg(&src).arg(&root).output().unwrap();
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stdout));
+    let diff = Command::new("diff")
+        .arg("-r")
+        .arg("--no-dereference")
+        .arg(&src)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
     use std::os::unix::fs::MetadataExt;
     let a = fs::metadata(root.join("etc/passwd")).unwrap();
     let b = fs::metadata(root.join("hard-passwd")).unwrap();
     assert_eq!(a.ino(), b.ino(), "hard link kept");
-    assert_eq!(a.mtime(), fs::metadata(src.join("etc/passwd")).unwrap().mtime());
+    assert_eq!(
+        a.mtime(),
+        fs::metadata(src.join("etc/passwd")).unwrap().mtime()
+    );
     // zstd-compressed tar.
-    let (code, zst) = d.get(&format!("/api/extract?path={}&format=tar&zstd=1", q(b"/disk0/raw/raw/a")), &[]);
+    let (code, zst) = d.get(
+        &format!(
+            "/api/extract?path={}&format=tar&zstd=1",
+            q(b"/disk0/raw/raw/a")
+        ),
+        &[],
+    );
     assert_eq!(code, 200);
     let plain = zstd::stream::decode_all(zst.as_slice()).unwrap();
     unpack_and_compare(&plain, "tar", &src.join("a"), "a");
     // zip of a directory (zip has no symlinks in Python's extractor: compare files only).
-    let (code, zip) = d.get(&format!("/api/extract?path={}&format=zip", q(b"/disk0/raw/raw/etc")), &[]);
+    let (code, zip) = d.get(
+        &format!("/api/extract?path={}&format=zip", q(b"/disk0/raw/raw/etc")),
+        &[],
+    );
     assert_eq!(code, 200);
     unpack_and_compare(&zip, "zip", &src.join("etc"), "etc");
     // A single file as tar.
-    let (code, tar) = d.get(&format!("/api/extract?path={}&format=tar", q(b"/disk0/raw/raw/big.bin")), &[]);
+    let (code, tar) = d.get(
+        &format!(
+            "/api/extract?path={}&format=tar",
+            q(b"/disk0/raw/raw/big.bin")
+        ),
+        &[],
+    );
     assert_eq!(code, 200);
     let out = tempfile::tempdir().unwrap();
     fs::write(out.path().join("t.tar"), &tar).unwrap();
-    run(Command::new("tar").arg("-xf").arg(out.path().join("t.tar")).arg("-C").arg(out.path()));
-    assert_eq!(fs::read(out.path().join("big.bin")).unwrap(), fs::read(src.join("big.bin")).unwrap());
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(out.path().join("t.tar"))
+        .arg("-C")
+        .arg(out.path()));
+    assert_eq!(
+        fs::read(out.path().join("big.bin")).unwrap(),
+        fs::read(src.join("big.bin")).unwrap()
+    );
 }
 
 #[test]
 fn ninth_concurrent_extract_gets_503() {
     let (_tmp, d, _src) = setup(600);
-    let p = format!("http://localhost/api/extract?path={}", q(b"/disk0/raw/raw/big.bin"));
+    let p = format!(
+        "http://localhost/api/extract?path={}",
+        q(b"/disk0/raw/raw/big.bin")
+    );
     // Eight slow downloads (1 KiB/s) hold all slots.
     let mut slow: Vec<Child> = (0..8)
         .map(|_| {
             Command::new("curl")
-                .args(["-s", "-o", "/dev/null", "--limit-rate", "1k", "--unix-socket"])
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "--limit-rate",
+                    "1k",
+                    "--unix-socket",
+                ])
                 .arg(&d.sock)
                 .args(["-H", &format!("Authorization: FileRestoreTicket {TICKET}")])
                 .arg(&p)
@@ -364,13 +524,22 @@ fn ninth_concurrent_extract_gets_503() {
     let t = Instant::now();
     let mut last = (0, Vec::new());
     while t.elapsed() < Duration::from_secs(10) {
-        last = d.get(&format!("/api/extract?path={}", q(b"/disk0/raw/raw/etc/passwd")), &[]);
+        last = d.get(
+            &format!("/api/extract?path={}", q(b"/disk0/raw/raw/etc/passwd")),
+            &[],
+        );
         if last.0 == 503 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(last.0, 503, "expected busy, got {} {}", last.0, String::from_utf8_lossy(&last.1));
+    assert_eq!(
+        last.0,
+        503,
+        "expected busy, got {} {}",
+        last.0,
+        String::from_utf8_lossy(&last.1)
+    );
     assert!(error_of(&last.1).contains("busy"));
     // Status shows them and keeps the watchdog at its full timeout.
     let (_, body) = d.get("/api/status", &[]);
@@ -383,7 +552,10 @@ fn ninth_concurrent_extract_gets_503() {
     // Slots come back once the clients are gone.
     let t = Instant::now();
     loop {
-        let (code, _) = d.get(&format!("/api/extract?path={}", q(b"/disk0/raw/raw/etc/passwd")), &[]);
+        let (code, _) = d.get(
+            &format!("/api/extract?path={}", q(b"/disk0/raw/raw/etc/passwd")),
+            &[],
+        );
         if code == 200 {
             break;
         }
@@ -407,7 +579,10 @@ fn watchdog_fires_when_idle() {
             assert!(status.success());
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(8), "watchdog did not fire");
+        assert!(
+            t.elapsed() < Duration::from_secs(8),
+            "watchdog did not fire"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let log = fs::read_to_string(&d.log).unwrap();
@@ -422,21 +597,31 @@ fn dirty_journal_ext4_mounts_read_only() {
     fs::write(src.join("data.txt"), "survived the crash\n").unwrap();
     let img = ext4_image(tmp.path(), &src);
     // Leave it as a crashed machine would: needs_recovery set.
-    run(Command::new("debugfs").args(["-w", "-R", "feature needs_recovery"]).arg(&img));
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "feature needs_recovery"])
+        .arg(&img));
     let dump = run(Command::new("dumpe2fs").arg("-h").arg(&img));
     assert!(dump.contains("needs_recovery"), "{dump}");
     // A plain read-only mount refuses it: the journal cannot be replayed.
     let probe = Loop::new(&img);
     let mnt = tmp.path().join("plain");
     fs::create_dir(&mnt).unwrap();
-    let plain = Command::new("mount").args(["-t", "ext4", "-o", "ro"]).arg(&probe.0).arg(&mnt).output().unwrap();
+    let plain = Command::new("mount")
+        .args(["-t", "ext4", "-o", "ro"])
+        .arg(&probe.0)
+        .arg(&mnt)
+        .output()
+        .unwrap();
     if plain.status.success() {
         let _ = Command::new("umount").arg(&mnt).status();
         panic!("expected a plain ro mount of a dirty journal to fail on a read-only device");
     }
     drop(probe);
     let d = Daemon::start(tmp.path(), vec![("crashed/raw/raw", Loop::new(&img))], 600);
-    let (code, body) = d.get(&format!("/api/extract?path={}", q(b"/crashed/raw/raw/data.txt")), &[]);
+    let (code, body) = d.get(
+        &format!("/api/extract?path={}", q(b"/crashed/raw/raw/data.txt")),
+        &[],
+    );
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, b"survived the crash\n");
 }
@@ -459,13 +644,22 @@ fn corrupt_superblock_names_the_bucket_and_others_keep_working() {
     fs::write(&bad, &sb).unwrap();
     let d = Daemon::start(
         tmp.path(),
-        vec![("disk0/part/1", Loop::new(&bad)), ("disk0/part/2", Loop::new(&good))],
+        vec![
+            ("disk0/part/1", Loop::new(&bad)),
+            ("disk0/part/2", Loop::new(&good)),
+        ],
         600,
     );
     let (code, body) = d.get(&format!("/api/list?path={}", q(b"/disk0/part/1")), &[]);
     assert_eq!(code, 422);
     let msg = error_of(&body);
-    assert!(msg.contains("disk0/part/1") && msg.contains("ext4"), "{msg}");
-    let (code, body) = d.get(&format!("/api/extract?path={}", q(b"/disk0/part/2/ok.txt")), &[]);
+    assert!(
+        msg.contains("disk0/part/1") && msg.contains("ext4"),
+        "{msg}"
+    );
+    let (code, body) = d.get(
+        &format!("/api/extract?path={}", q(b"/disk0/part/2/ok.txt")),
+        &[],
+    );
     assert_eq!((code, body.as_slice()), (200, &b"ok\n"[..]));
 }
