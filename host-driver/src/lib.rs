@@ -1,1 +1,33 @@
-//! Host side of file-restore.
+//! Host side of file-restore: starting, reaching and stopping restore VMs.
+//!
+//! - [`launch`]: start a VM (transport and accelerator choice, per-VM
+//!   initramfs with the ticket, sidecar, QEMU, readiness wait).
+//! - [`qemu`]: the QEMU command line as plain data.
+//! - [`transport`]: vsock streams (kernel `AF_VSOCK` or a hybrid Unix socket).
+//! - [`client`]: the daemon's HTTP API.
+//! - [`teardown`]: stopping a VM, liveness of a recorded VM.
+//! - [`initrd`]: the ticket and the per-VM initramfs memfd.
+
+pub mod client;
+pub mod initrd;
+pub mod launch;
+pub mod process;
+pub mod qemu;
+pub mod teardown;
+pub mod transport;
+mod vm_process;
+
+pub use client::{ClientError, DaemonClient, ExtractStream};
+pub use launch::{
+    start_vm, AccelPreference, FailureLogs, ImageSpec, LaunchError, LaunchOptions, LaunchTimeouts,
+    RunningVm, TransportPreference,
+};
+pub use qemu::Accel;
+pub use teardown::{is_alive, stop_vm, TeardownError};
+pub use transport::{connect, TransportError, VsockAddr, VsockStream};
+pub mod cli_io;
+pub mod manager;
+pub mod progress;
+pub mod source;
+pub mod unpack;
+pub mod vm_map;

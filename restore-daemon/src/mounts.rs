@@ -29,7 +29,7 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => ("ext4", "noload"),
         FsType::Xfs => ("xfs", "norecovery"),
         FsType::Btrfs => ("btrfs", "rescue=nologreplay"),
-        FsType::Vfat => ("vfat", "utf8=1,shortname=mixed"),
+        FsType::Vfat => ("vfat", "iocharset=utf8,shortname=mixed"),
         FsType::Exfat => ("exfat", "iocharset=utf8"),
         FsType::Iso9660 => ("iso9660", "iocharset=utf8"),
         FsType::Udf => ("udf", "utf8"),

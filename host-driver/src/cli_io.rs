@@ -1,0 +1,203 @@
+//! Where extracted bytes go on the host: stdout, a file written atomically,
+//! or a directory unpacked safely. Shows progress on a terminal.
+
+use crate::client::{ClientError, ExtractStream};
+use crate::unpack::{self, UnpackOptions};
+use indicatif::ProgressBar;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::mpsc;
+
+/// Errors of writing extracted data.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The transfer from the VM broke off.
+    #[error("transfer from the restore VM failed: {0}")]
+    Transfer(#[from] ClientError),
+    /// Writing on the host failed.
+    #[error("{what} {path}: {source}")]
+    Write {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The target exists.
+    #[error("{0} exists; use --overwrite to replace it")]
+    Exists(String),
+    /// Unpacking failed.
+    #[error(transparent)]
+    Unpack(#[from] unpack::UnpackError),
+}
+
+fn progress(len: Option<u64>) -> ProgressBar {
+    crate::progress::progress_bar(len, "extracting")
+}
+
+/// Copies the stream to stdout.
+pub async fn copy_to_stdout(mut stream: ExtractStream) -> anyhow::Result<()> {
+    let bar = progress(stream.content_length);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    while let Some(chunk) = stream.next_chunk().await? {
+        out.write_all(&chunk).map_err(|e| OutputError::Write {
+            what: "writing",
+            path: "stdout".into(),
+            source: e,
+        })?;
+        bar.inc(chunk.len() as u64);
+    }
+    out.flush().map_err(|e| OutputError::Write {
+        what: "writing",
+        path: "stdout".into(),
+        source: e,
+    })?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Writes the stream to `dest` through a temporary file in the same
+/// directory, renamed into place only when complete: a broken transfer or a
+/// full disk never leaves a partial file under the final name.
+pub async fn write_file_atomically(
+    mut stream: ExtractStream,
+    dest: &Path,
+    overwrite: bool,
+) -> Result<u64, OutputError> {
+    let shown = dest.display().to_string();
+    if !overwrite && dest.symlink_metadata().is_ok() {
+        return Err(OutputError::Exists(shown));
+    }
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".file-restore-")
+        .suffix(".part")
+        .tempfile_in(dir)
+        .map_err(|e| OutputError::Write {
+            what: "creating a temporary file in",
+            path: dir.display().to_string(),
+            source: e,
+        })?;
+    let bar = progress(stream.content_length);
+    let mut written = 0u64;
+    while let Some(chunk) = stream.next_chunk().await? {
+        tmp.write_all(&chunk).map_err(|e| OutputError::Write {
+            what: "writing",
+            path: shown.clone(),
+            source: e,
+        })?;
+        written += chunk.len() as u64;
+        bar.inc(chunk.len() as u64);
+    }
+    tmp.as_file().sync_all().map_err(|e| OutputError::Write {
+        what: "syncing",
+        path: shown.clone(),
+        source: e,
+    })?;
+    bar.finish_and_clear();
+    let persisted = if overwrite {
+        tmp.persist(dest)
+    } else {
+        tmp.persist_noclobber(dest)
+    };
+    persisted.map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            OutputError::Exists(shown.clone())
+        } else {
+            OutputError::Write {
+                what: "renaming into place",
+                path: shown.clone(),
+                source: e.error,
+            }
+        }
+    })?;
+    Ok(written)
+}
+
+/// A `Read` over chunks handed across threads.
+struct ChunkReader {
+    rx: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos >= self.cur.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.cur = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Unpacks a tar stream from the daemon into `target` (created if missing),
+/// stripping the archive's top-level directory.
+pub async fn unpack_stream(
+    mut stream: ExtractStream,
+    target: &Path,
+    overwrite: bool,
+) -> anyhow::Result<String> {
+    std::fs::create_dir_all(target).map_err(|e| OutputError::Write {
+        what: "creating",
+        path: target.display().to_string(),
+        source: e,
+    })?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
+    let opts = UnpackOptions {
+        overwrite,
+        strip_components: 1,
+        preserve_owner: nix::unistd::geteuid().is_root(),
+    };
+    let target2 = target.to_path_buf();
+    let worker = tokio::task::spawn_blocking(move || {
+        unpack::unpack_tar(
+            ChunkReader {
+                rx,
+                cur: Vec::new(),
+                pos: 0,
+            },
+            &target2,
+            &opts,
+        )
+    });
+    let bar = progress(None);
+    let mut transfer_error = None;
+    loop {
+        match stream.next_chunk().await {
+            Ok(Some(chunk)) => {
+                bar.inc(chunk.len() as u64);
+                if tx.send(chunk.to_vec()).is_err() {
+                    break; // the unpacker stopped: its error says why
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                transfer_error = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    bar.finish_and_clear();
+    let result = worker
+        .await
+        .map_err(|e| anyhow::anyhow!("unpacker crashed: {e}"))?;
+    if let Some(e) = transfer_error {
+        return Err(OutputError::Transfer(e).into());
+    }
+    Ok(format!("{:?}", result?))
+}

@@ -1,0 +1,285 @@
+//! Tests of the daemon client against an in-test hybrid-vsock "sidecar" that
+//! answers `OK 1234` and then serves HTTP with a real hyper server.
+
+use super::*;
+use file_restore_wire::{decode_path, EntryType};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper::StatusCode;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+const TICKET: &str = "0123456789abcdef0123456789abcdef";
+const FILE: &[u8] = b"hello world";
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(v.to_string())))
+        .unwrap()
+}
+
+fn query_path(req: &Request<Incoming>) -> Vec<u8> {
+    let q = req.uri().query().unwrap_or("");
+    let raw = q
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("path="))
+        .unwrap_or("");
+    // Undo query_escape for the base64 alphabet.
+    let unescaped = raw
+        .replace("%2B", "+")
+        .replace("%2F", "/")
+        .replace("%3D", "=");
+    decode_path(&unescaped).unwrap()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    api_version: u32,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let authed = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        == Some(&format!("{TICKET_SCHEME} {TICKET}"));
+    assert_eq!(req.headers().get(HOST).unwrap(), "localhost");
+    let path = req.uri().path().to_string();
+    if path == endpoint::STATUS {
+        let mut v = serde_json::json!({"api_version": api_version, "alive": true});
+        if authed {
+            v["uptime"] = 3.into();
+            v["scan"] = "done".into();
+            v["keep"] = req.uri().query().is_some().into();
+        }
+        return Ok(json(StatusCode::OK, v));
+    }
+    if !authed {
+        return Ok(json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "missing or invalid ticket"}),
+        ));
+    }
+    let resp = match path.as_str() {
+        endpoint::LIST => {
+            let p = query_path(&req);
+            if p == b"/" {
+                json(
+                    StatusCode::OK,
+                    serde_json::json!([{"filepath": encode_path(b"/disk0"), "text": "disk0",
+                        "type": "v", "leaf": false, "size": null, "mtime": null}]),
+                )
+            } else {
+                json(
+                    StatusCode::NOT_FOUND,
+                    serde_json::json!({"error": format!("no such file: {}", String::from_utf8_lossy(&p))}),
+                )
+            }
+        }
+        endpoint::EXTRACT => {
+            assert!(req.uri().query().unwrap().contains("format=plain"));
+            match req.headers().get(RANGE).and_then(|v| v.to_str().ok()) {
+                Some("bytes=6-") => Response::builder()
+                    .status(StatusCode::PARTIAL_CONTENT)
+                    .header(CONTENT_RANGE, format!("bytes 6-10/{}", FILE.len()))
+                    .body(Full::new(Bytes::from_static(&FILE[6..])))
+                    .unwrap(),
+                _ => Response::builder()
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .body(Full::new(Bytes::from_static(FILE)))
+                    .unwrap(),
+            }
+        }
+        endpoint::STOP => {
+            assert_eq!(req.method(), Method::POST);
+            json(StatusCode::OK, serde_json::json!({}))
+        }
+        _ => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Full::new(Bytes::from_static(b"plain text failure")))
+            .unwrap(),
+    };
+    Ok(resp)
+}
+
+/// Starts the fake sidecar + daemon; returns its address (keep the TempDir alive).
+fn serve(api_version: u32) -> (tempfile::TempDir, VsockAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("vm.vsock");
+    let listener = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                assert_eq!(line, "CONNECT 1024\n");
+                let mut s = r.into_inner();
+                s.write_all(b"OK 1234\n").await.unwrap();
+                let svc = service_fn(move |req| handle(req, api_version));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (dir, VsockAddr::HybridUnix { path, port: 1024 })
+}
+
+#[tokio::test]
+async fn status_liveness_and_full() {
+    let (_d, addr) = serve(API_VERSION);
+    let c = DaemonClient::new(addr, TICKET);
+    let live = c.status_liveness().await.unwrap();
+    assert!(live.alive);
+    assert_eq!(live.uptime, None);
+    let full = c.status(true).await.unwrap();
+    assert_eq!(full.uptime, Some(3));
+    assert_eq!(full.scan, Some(file_restore_wire::ScanState::Done));
+}
+
+#[tokio::test]
+async fn liveness_only_answer_to_full_status_is_ticket_rejected() {
+    let (_d, addr) = serve(API_VERSION);
+    let err = DaemonClient::new(addr, "wrong")
+        .status(false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::TicketRejected { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_api_version_is_refused() {
+    let (_d, addr) = serve(API_VERSION + 1);
+    let err = DaemonClient::new(addr, TICKET)
+        .status_liveness()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::ApiVersion { got, .. } if got == API_VERSION + 1));
+}
+
+#[tokio::test]
+async fn list_root_and_404_keeps_message() {
+    let (_d, addr) = serve(API_VERSION);
+    let c = DaemonClient::new(addr, TICKET);
+    let entries = c.list(b"/").await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].entry_type, EntryType::Virtual);
+    assert_eq!(entries[0].path_bytes().unwrap(), b"/disk0");
+
+    let err = c.list(b"/disk0/part/1/nope\xff").await.unwrap_err();
+    assert_eq!(err.http_status(), Some(404));
+    assert_eq!(
+        err.daemon_message(),
+        Some("no such file: /disk0/part/1/nope\u{fffd}")
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("404") && msg.contains("no such file"), "{msg}");
+}
+
+#[tokio::test]
+async fn wrong_ticket_is_401() {
+    let (_d, addr) = serve(API_VERSION);
+    let err = DaemonClient::new(addr, "bad").list(b"/").await.unwrap_err();
+    assert_eq!(err.http_status(), Some(401));
+    assert_eq!(err.daemon_message(), Some("missing or invalid ticket"));
+}
+
+#[tokio::test]
+async fn extract_whole_and_range() {
+    let (_d, addr) = serve(API_VERSION);
+    let c = DaemonClient::new(addr, TICKET);
+    let mut s = c
+        .extract(b"/disk0/raw/raw/f", ExtractFormat::Plain, false, None)
+        .await
+        .unwrap();
+    assert_eq!(s.status, 200);
+    assert_eq!(s.content_length, Some(FILE.len() as u64));
+    assert_eq!(s.content_type.as_deref(), Some("application/octet-stream"));
+    let mut got = Vec::new();
+    while let Some(chunk) = s.next_chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got, FILE);
+
+    let mut s = c
+        .extract(
+            b"/disk0/raw/raw/f",
+            ExtractFormat::Plain,
+            false,
+            Some((6, None)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.status, 206);
+    assert_eq!(s.content_range.as_deref(), Some("bytes 6-10/11"));
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"world");
+}
+
+#[tokio::test]
+async fn stop_posts() {
+    let (_d, addr) = serve(API_VERSION);
+    DaemonClient::new(addr, TICKET).stop().await.unwrap();
+}
+
+#[test]
+fn extract_query() {
+    assert_eq!(
+        extract_uri(b"/a?", ExtractFormat::Tar, true),
+        "/api/extract?path=L2E%2F&format=tar&zstd=1"
+    );
+    assert_eq!(
+        extract_uri(b"/", ExtractFormat::Zip, false),
+        "/api/extract?path=Lw%3D%3D&format=zip"
+    );
+}
+
+#[test]
+fn error_message_fallbacks() {
+    assert_eq!(
+        error_message(StatusCode::BAD_REQUEST, br#"{"error":"bad path"}"#),
+        "bad path"
+    );
+    assert_eq!(
+        error_message(StatusCode::BAD_GATEWAY, b"  upstream down\n"),
+        "upstream down"
+    );
+    assert_eq!(
+        error_message(StatusCode::SERVICE_UNAVAILABLE, b""),
+        "Service Unavailable"
+    );
+}
+
+#[test]
+fn entries_wrapped_or_bare() {
+    let e = serde_json::json!({"filepath": "Lw==", "text": "/", "type": "v", "leaf": false,
+        "size": null, "mtime": null});
+    assert_eq!(
+        parse_entries(serde_json::json!([e.clone()])).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        parse_entries(serde_json::json!({"entries": [e.clone()]}))
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(parse_entries(serde_json::json!({"nope": 1})).is_err());
+}
+
+#[test]
+fn debug_hides_ticket() {
+    let c = DaemonClient::new(
+        VsockAddr::Kernel {
+            cid: 10,
+            port: 1024,
+        },
+        TICKET,
+    );
+    assert!(!format!("{c:?}").contains(TICKET));
+}

@@ -1,0 +1,520 @@
+//! Starting a restore VM: choose transport and accelerator, build the per-VM
+//! initramfs, start the vsock sidecar and QEMU (both detached, so the VM
+//! outlives this invocation and is reused by later ones) and wait until the
+//! daemon answers.
+//!
+//! Failures are reported with the tail of the guest console and of QEMU's
+//! stderr; nothing is left running and the VM's run directory is removed (its
+//! logs are kept as `last-failed-console.log`, `last-failed-qemu.stderr` and
+//! `last-failed-vsock-sidecar.log` in the base directory; the error names them).
+
+use std::fmt;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::client::DaemonClient;
+use crate::initrd::{self, InitrdError};
+use crate::process::{find_program, tail_lines};
+use crate::qemu::{self, Accel};
+use crate::transport::VsockAddr;
+use crate::vm_process::{self, AttemptError, LaunchPlan, TransportPlan};
+
+#[path = "launch_error.rs"]
+mod error;
+pub use error::{FailureLogs, LaunchError};
+
+/// Installing the vhost-user vsock backend.
+pub const VHOST_USER_INSTALL_HINT: &str = "cargo install vhost-device-vsock --locked";
+/// Name of the vhost-user vsock sidecar binary.
+pub const VHOST_USER_BINARY: &str = "vhost-device-vsock";
+/// Console log kept after a failed start (in the base directory).
+pub const FAILED_CONSOLE_LOG: &str = "last-failed-console.log";
+/// QEMU stderr kept after a failed start (in the base directory).
+pub const FAILED_QEMU_STDERR: &str = "last-failed-qemu.stderr";
+/// vsock sidecar log kept after a failed start (in the base directory).
+pub const FAILED_SIDECAR_LOG: &str = "last-failed-vsock-sidecar.log";
+/// Lowest kernel vsock CID handed out (0–2 are reserved).
+pub const FIRST_CID: u32 = 10;
+/// How many CIDs are tried when QEMU reports "address in use".
+pub const CID_ATTEMPTS: u32 = 32;
+/// Lines of console/stderr quoted in errors.
+const TAIL_LINES: usize = 20;
+
+/// Which accelerator to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelPreference {
+    /// KVM when `/dev/kvm` opens and the guest answers under it, else TCG.
+    #[default]
+    Auto,
+    /// KVM only.
+    Kvm,
+    /// TCG only.
+    Tcg,
+}
+
+/// Which vsock transport to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportPreference {
+    /// Kernel vsock when `/dev/vhost-vsock` opens, else the vhost-user sidecar.
+    #[default]
+    Auto,
+    /// Kernel vsock (`vhost-vsock-pci`).
+    Kernel,
+    /// vhost-user vsock through `vhost-device-vsock`.
+    VhostUser,
+}
+
+/// One disk image to attach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSpec {
+    /// The image file, or `/dev/fd/N` for a descriptor this process holds
+    /// open (QEMU inherits it under the same number, close-on-exec or not).
+    pub path: PathBuf,
+    /// QEMU format (`raw`, `qcow2`, …).
+    pub format: String,
+    /// The disk's name in the guest (sanitized into its serial).
+    pub name: String,
+}
+
+/// Time limits of a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchTimeouts {
+    /// Until the daemon answers under TCG.
+    pub tcg_ready: Duration,
+    /// Until the daemon answers under KVM (then TCG is tried, in auto mode).
+    pub kvm_ready: Duration,
+    /// Limit of one readiness probe (connect + answer).
+    pub probe: Duration,
+    /// Until the vhost-user sidecar's socket appears.
+    pub sidecar_ready: Duration,
+}
+
+impl Default for LaunchTimeouts {
+    fn default() -> Self {
+        LaunchTimeouts {
+            tcg_ready: Duration::from_secs(60),
+            kvm_ready: Duration::from_secs(15),
+            probe: Duration::from_secs(3),
+            sidecar_ready: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// Guest kernel (`vmlinux` for the faster PVH boot, or a bzImage).
+    pub kernel: PathBuf,
+    /// The base initramfs (the per-VM ticket is appended in memory).
+    pub initramfs: PathBuf,
+    /// Disks, in order.
+    pub images: Vec<ImageSpec>,
+    /// Accelerator choice.
+    pub accel: AccelPreference,
+    /// Transport choice.
+    pub transport: TransportPreference,
+    /// Directory under which the private per-VM run directory is created
+    /// (created with mode 0700 if missing).
+    pub base_dir: PathBuf,
+    /// Time limits.
+    pub timeouts: LaunchTimeouts,
+    /// QEMU binary (looked up on `$PATH` without a `/`).
+    pub qemu_binary: PathBuf,
+    /// vhost-user vsock sidecar binary (looked up on `$PATH` without a `/`).
+    pub vhost_user_binary: PathBuf,
+    /// The daemon's vsock port.
+    pub port: u32,
+    /// Virtual CPUs.
+    pub cpus: u32,
+    /// Guest RAM; `None`: [`qemu::memory_for_disks`].
+    pub memory_mib: Option<u32>,
+}
+
+impl LaunchOptions {
+    /// Options with defaults: auto accelerator and transport, default
+    /// timeouts, binaries from `$PATH`, port 1024, 1 CPU.
+    pub fn new(
+        kernel: impl Into<PathBuf>,
+        initramfs: impl Into<PathBuf>,
+        images: Vec<ImageSpec>,
+        base_dir: impl Into<PathBuf>,
+    ) -> Self {
+        LaunchOptions {
+            kernel: kernel.into(),
+            initramfs: initramfs.into(),
+            images,
+            accel: AccelPreference::Auto,
+            transport: TransportPreference::Auto,
+            base_dir: base_dir.into(),
+            timeouts: LaunchTimeouts::default(),
+            qemu_binary: qemu::QEMU_BINARY.into(),
+            vhost_user_binary: VHOST_USER_BINARY.into(),
+            port: file_restore_wire::DEFAULT_PORT,
+            cpus: 1,
+            memory_mib: None,
+        }
+    }
+}
+
+/// A started VM: everything later invocations need to reach, check and stop
+/// it. Stored in the VM map (JSON).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningVm {
+    /// QEMU's pid.
+    pub pid: u32,
+    /// The vhost-user sidecar's pid, when there is one.
+    pub sidecar_pid: Option<u32>,
+    /// Where the daemon listens.
+    pub addr: VsockAddr,
+    /// The VM's ticket (secret: the map file is 0600).
+    pub ticket: String,
+    /// The accelerator it runs under.
+    pub accel: Accel,
+    /// Its private run directory.
+    pub run_dir: PathBuf,
+    /// Its console log.
+    pub console_log: PathBuf,
+    /// Its QMP socket.
+    pub qmp_socket: PathBuf,
+    /// Start time, seconds since the epoch.
+    pub started_at: u64,
+}
+
+impl fmt::Debug for RunningVm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunningVm")
+            .field("pid", &self.pid)
+            .field("sidecar_pid", &self.sidecar_pid)
+            .field("addr", &self.addr)
+            .field("ticket", &"<redacted>")
+            .field("accel", &self.accel)
+            .field("run_dir", &self.run_dir)
+            .field("started_at", &self.started_at)
+            .finish()
+    }
+}
+
+impl RunningVm {
+    /// A client for this VM's daemon.
+    pub fn client(&self) -> DaemonClient {
+        DaemonClient::new(self.addr.clone(), self.ticket.clone())
+    }
+}
+
+/// Starts a VM with `opts` and waits until its daemon answers an
+/// authenticated status call.
+pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
+    check_inputs(&opts)?;
+    let qemu_binary =
+        find_program(&opts.qemu_binary).ok_or_else(|| LaunchError::MissingProgram {
+            program: opts.qemu_binary.clone(),
+            hint: " (install qemu-system-x86)".into(),
+        })?;
+    let transport = choose_transport(&opts)?;
+    let accels = choose_accels(opts.accel)?;
+    let run_dir = create_run_dir(&opts.base_dir)?;
+    let result = start_in(&opts, &qemu_binary, transport, &accels, &run_dir).await;
+    if result.is_err() {
+        keep_failure_logs(&opts.base_dir, &run_dir);
+        if let Err(e) = std::fs::remove_dir_all(&run_dir) {
+            log::warn!("cannot remove run directory {}: {e}", run_dir.display());
+        }
+    }
+    result
+}
+
+/// The transport once chosen (sidecar binary resolved).
+#[derive(Debug, Clone)]
+enum ChosenTransport {
+    Kernel,
+    VhostUser { sidecar: PathBuf },
+}
+
+async fn start_in(
+    opts: &LaunchOptions,
+    qemu_binary: &Path,
+    transport: ChosenTransport,
+    accels: &[Accel],
+    run_dir: &Path,
+) -> Result<RunningVm, LaunchError> {
+    let ticket = initrd::new_ticket()?;
+    let initrd = initrd::build_vm_initrd(&opts.initramfs, &ticket)?;
+    let names: Vec<&str> = opts.images.iter().map(|i| i.name.as_str()).collect();
+    let serials = qemu::disk_serials(&names);
+    let disks: Vec<qemu::DiskSpec> = opts
+        .images
+        .iter()
+        .zip(serials)
+        .map(|(i, serial)| qemu::DiskSpec {
+            path: i.path.clone(),
+            format: i.format.clone(),
+            serial,
+        })
+        .collect();
+    let first_cid = first_cid_for_uid(nix::unistd::getuid().as_raw());
+
+    for (n, &accel) in accels.iter().enumerate() {
+        let has_fallback = n + 1 < accels.len();
+        let mut cid = first_cid;
+        loop {
+            let transport_plan = match &transport {
+                ChosenTransport::Kernel => TransportPlan::Kernel { cid },
+                ChosenTransport::VhostUser { sidecar } => TransportPlan::VhostUser {
+                    sidecar: sidecar.clone(),
+                },
+            };
+            let plan = LaunchPlan {
+                qemu_binary,
+                run_dir,
+                accel,
+                transport: transport_plan,
+                kernel: &opts.kernel,
+                initrd: &initrd,
+                disks: &disks,
+                memory_mib: opts
+                    .memory_mib
+                    .unwrap_or_else(|| qemu::memory_for_disks(opts.images.len())),
+                cpus: opts.cpus,
+                port: opts.port,
+                ticket: &ticket,
+                ready_timeout: match accel {
+                    Accel::Kvm => opts.timeouts.kvm_ready,
+                    Accel::Tcg => opts.timeouts.tcg_ready,
+                },
+                timeouts: opts.timeouts,
+            };
+            match vm_process::launch_once(&plan).await {
+                Ok(vm) => return Ok(vm),
+                Err(AttemptError::CidInUse) => {
+                    cid += 1;
+                    if cid >= first_cid + CID_ATTEMPTS {
+                        return Err(LaunchError::CidsExhausted { first: first_cid });
+                    }
+                    log::debug!("vsock CID {} in use, trying {cid}", cid - 1);
+                }
+                // Only a VM that died or stayed silent is worth another
+                // accelerator; a daemon that refuses us would refuse again.
+                Err(AttemptError::Failed(err))
+                    if has_fallback
+                        && matches!(
+                            *err,
+                            LaunchError::VmExited { .. } | LaunchError::NotReady { .. }
+                        ) =>
+                {
+                    log::info!("{accel} did not work, retrying with the next accelerator: {err}");
+                    let console = run_dir.join(vm_process::CONSOLE_LOG);
+                    let _ = std::fs::rename(&console, run_dir.join(format!("console.{accel}.log")));
+                    break;
+                }
+                Err(AttemptError::Failed(err)) => {
+                    return Err(with_kept_log_paths(*err, &opts.base_dir))
+                }
+            }
+        }
+    }
+    unreachable!("choose_accels never returns an empty list")
+}
+
+/// Points an error's log paths at where the logs are kept after cleanup
+/// (see [`keep_failure_logs`]).
+fn with_kept_log_paths(mut err: LaunchError, base_dir: &Path) -> LaunchError {
+    match &mut err {
+        LaunchError::VmExited { logs, .. }
+        | LaunchError::NotReady { logs, .. }
+        | LaunchError::Daemon { logs, .. } => logs.console_log = base_dir.join(FAILED_CONSOLE_LOG),
+        LaunchError::Sidecar { log, .. } => *log = base_dir.join(FAILED_SIDECAR_LOG),
+        _ => {}
+    }
+    err
+}
+
+/// Moves the logs of a failed start from the run directory to the base directory.
+fn keep_failure_logs(base_dir: &Path, run_dir: &Path) {
+    for (from, to) in [
+        (vm_process::CONSOLE_LOG, FAILED_CONSOLE_LOG),
+        (vm_process::QEMU_STDERR, FAILED_QEMU_STDERR),
+        (vm_process::SIDECAR_LOG, FAILED_SIDECAR_LOG),
+    ] {
+        let from = run_dir.join(from);
+        // Never leave an older failure's log next to this one's.
+        let _ = std::fs::remove_file(base_dir.join(to));
+        if from.exists() {
+            if let Err(e) = std::fs::rename(&from, base_dir.join(to)) {
+                log::warn!("cannot keep {}: {e}", from.display());
+            }
+        }
+    }
+}
+
+/// Collects the log tails of a failed VM in `run_dir`.
+pub(crate) fn failure_logs(run_dir: &Path) -> FailureLogs {
+    let console_log = run_dir.join(vm_process::CONSOLE_LOG);
+    let mut stderr_tail = tail_lines(&run_dir.join(vm_process::QEMU_STDERR), TAIL_LINES);
+    let sidecar = tail_lines(&run_dir.join(vm_process::SIDECAR_LOG), TAIL_LINES);
+    if !sidecar.trim().is_empty() {
+        stderr_tail.push_str("\n--- vsock sidecar log ---\n");
+        stderr_tail.push_str(&sidecar);
+    }
+    FailureLogs {
+        console_tail: tail_lines(&console_log, TAIL_LINES),
+        console_log,
+        stderr_tail,
+    }
+}
+
+fn check_inputs(opts: &LaunchOptions) -> Result<(), LaunchError> {
+    match std::fs::metadata(&opts.kernel) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => {
+            return Err(LaunchError::Kernel {
+                path: opts.kernel.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            })
+        }
+        Err(source) => {
+            return Err(LaunchError::Kernel {
+                path: opts.kernel.clone(),
+                source,
+            })
+        }
+    }
+    File::open(&opts.initramfs).map_err(|source| InitrdError::ReadBase {
+        path: opts.initramfs.clone(),
+        source,
+    })?;
+    if opts.images.is_empty() {
+        return Err(LaunchError::Image {
+            path: PathBuf::new(),
+            reason: "no disk images given".into(),
+        });
+    }
+    for image in &opts.images {
+        let fmt_ok = !image.format.is_empty()
+            && image
+                .format
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !fmt_ok {
+            return Err(LaunchError::Image {
+                path: image.path.clone(),
+                reason: format!("invalid format name {:?}", image.format),
+            });
+        }
+        if let Err(e) = std::fs::metadata(&image.path) {
+            return Err(LaunchError::Image {
+                path: image.path.clone(),
+                reason: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn open_rw(path: &str) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+fn choose_transport(opts: &LaunchOptions) -> Result<ChosenTransport, LaunchError> {
+    let sidecar = || {
+        find_program(&opts.vhost_user_binary).ok_or_else(|| LaunchError::MissingProgram {
+            program: opts.vhost_user_binary.clone(),
+            hint: format!(" on PATH; install it with `{VHOST_USER_INSTALL_HINT}`"),
+        })
+    };
+    match opts.transport {
+        TransportPreference::Kernel => open_rw("/dev/vhost-vsock")
+            .map(|_| ChosenTransport::Kernel)
+            .map_err(LaunchError::KernelVsockUnavailable),
+        TransportPreference::VhostUser => Ok(ChosenTransport::VhostUser {
+            sidecar: sidecar()?,
+        }),
+        TransportPreference::Auto => match open_rw("/dev/vhost-vsock") {
+            Ok(_) => Ok(ChosenTransport::Kernel),
+            Err(e) => match sidecar() {
+                Ok(sidecar) => Ok(ChosenTransport::VhostUser { sidecar }),
+                Err(_) => Err(LaunchError::NoTransport {
+                    vhost_vsock_error: e.to_string(),
+                }),
+            },
+        },
+    }
+}
+
+fn choose_accels(pref: AccelPreference) -> Result<Vec<Accel>, LaunchError> {
+    Ok(match pref {
+        AccelPreference::Tcg => vec![Accel::Tcg],
+        AccelPreference::Kvm => {
+            open_rw("/dev/kvm").map_err(LaunchError::KvmUnavailable)?;
+            vec![Accel::Kvm]
+        }
+        AccelPreference::Auto => match open_rw("/dev/kvm") {
+            Ok(_) => vec![Accel::Kvm, Accel::Tcg],
+            Err(e) => {
+                log::debug!("/dev/kvm not usable ({e}), using TCG");
+                vec![Accel::Tcg]
+            }
+        },
+    })
+}
+
+/// The first kernel vsock CID tried for a user: 10 plus a uid-dependent
+/// offset, so different users rarely collide (collisions are retried).
+pub fn first_cid_for_uid(uid: u32) -> u32 {
+    const SPAN: u64 = 1 << 24;
+    FIRST_CID + ((u64::from(uid) * 256) % SPAN) as u32
+}
+
+/// Creates `base_dir` (0700 if new) and a fresh `vm-<random>` directory (0700) in it.
+fn create_run_dir(base_dir: &Path) -> Result<PathBuf, LaunchError> {
+    let dir_err = |path: &Path, source| LaunchError::RunDir {
+        path: path.to_path_buf(),
+        source,
+    };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(base_dir)
+        .map_err(|e| dir_err(base_dir, e))?;
+    for _ in 0..16 {
+        let suffix = initrd::new_ticket()?;
+        let dir = base_dir.join(format!("vm-{}", &suffix[..12]));
+        match DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(dir_err(&dir, e)),
+        }
+    }
+    Err(dir_err(
+        base_dir,
+        io::Error::new(io::ErrorKind::AlreadyExists, "no free run directory name"),
+    ))
+}
+
+/// Seconds since the epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Opens (truncating) a log file readable only by the owner.
+pub(crate) fn create_log(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+#[cfg(test)]
+#[path = "launch_tests.rs"]
+mod tests;

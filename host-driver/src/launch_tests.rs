@@ -1,0 +1,86 @@
+//! Unit tests of the launch module (no VM is started here).
+
+use super::*;
+use std::os::unix::fs::PermissionsExt;
+
+#[test]
+fn cid_offsets() {
+    assert_eq!(first_cid_for_uid(0), 10);
+    assert_eq!(first_cid_for_uid(1000), 10 + 256_000);
+    assert!(first_cid_for_uid(u32::MAX) < (1 << 24) + FIRST_CID);
+    assert_ne!(first_cid_for_uid(1000), first_cid_for_uid(1001));
+}
+
+#[test]
+fn run_dir_is_private_and_fresh() {
+    let base = tempfile::tempdir().unwrap();
+    let nested = base.path().join("a/b");
+    let d1 = create_run_dir(&nested).unwrap();
+    let d2 = create_run_dir(&nested).unwrap();
+    assert_ne!(d1, d2);
+    for d in [&nested, &d1] {
+        let mode = std::fs::metadata(d).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", d.display());
+    }
+}
+
+#[test]
+fn invalid_inputs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinux");
+    let initrd = dir.path().join("initramfs.img");
+    std::fs::write(&kernel, b"k").unwrap();
+    std::fs::write(&initrd, b"i").unwrap();
+    let image = |path: &str, format: &str| ImageSpec {
+        path: dir.path().join(path),
+        format: format.into(),
+        name: "d".into(),
+    };
+    let opts = |images| LaunchOptions::new(&kernel, &initrd, images, dir.path());
+    std::fs::write(dir.path().join("ok.img"), b"").unwrap();
+    assert!(check_inputs(&opts(vec![image("ok.img", "raw")])).is_ok());
+    let e = check_inputs(&opts(vec![image("missing.img", "raw")])).unwrap_err();
+    assert!(e.to_string().contains("missing.img"), "{e}");
+    let e = check_inputs(&opts(vec![image("ok.img", "raw,file.x=1")])).unwrap_err();
+    assert!(e.to_string().contains("invalid format"), "{e}");
+    assert!(check_inputs(&opts(vec![])).is_err());
+    let mut o = opts(vec![image("ok.img", "raw")]);
+    o.kernel = dir.path().join("nokernel");
+    let e = check_inputs(&o).unwrap_err();
+    assert!(matches!(e, LaunchError::Kernel { .. }));
+    assert!(e.to_string().contains("nokernel"), "{e}");
+}
+
+#[test]
+fn failure_logs_display() {
+    let l = FailureLogs {
+        console_log: "/x/console.log".into(),
+        console_tail: "Kernel panic".into(),
+        stderr_tail: String::new(),
+    };
+    let s = l.to_string();
+    assert!(s.contains("/x/console.log") && s.contains("Kernel panic"));
+    assert!(!s.contains("qemu stderr"));
+}
+
+#[test]
+fn running_vm_json_roundtrip_and_debug_redacts() {
+    let vm = RunningVm {
+        pid: 42,
+        sidecar_pid: Some(43),
+        addr: VsockAddr::HybridUnix {
+            path: "/r/vm.vsock".into(),
+            port: 1024,
+        },
+        ticket: "secret-ticket".into(),
+        accel: Accel::Tcg,
+        run_dir: "/r".into(),
+        console_log: "/r/console.log".into(),
+        qmp_socket: "/r/qmp.sock".into(),
+        started_at: 1_700_000_000,
+    };
+    let j = serde_json::to_string(&vm).unwrap();
+    assert!(j.contains(r#""accel":"tcg""#));
+    assert_eq!(serde_json::from_str::<RunningVm>(&j).unwrap(), vm);
+    assert!(!format!("{vm:?}").contains("secret-ticket"));
+}

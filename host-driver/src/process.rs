@@ -1,0 +1,275 @@
+//! Process helpers for VMs and sidecars that outlive the invocation that
+//! started them: spawning into a new session, checking by pid (not as a
+//! child) whether a process is still the one we started, signalling it, and
+//! reading the tail of its logs.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::qemu::escape_option_value;
+
+/// Spawns `program` in its own session (so it survives us and our terminal),
+/// stdin from `/dev/null`, stdout and stderr to `log`.
+///
+/// The descriptors in `inherit` have their close-on-exec flag cleared in the
+/// child only, so it sees them under the same numbers.
+pub(crate) fn spawn_detached(
+    program: &Path,
+    args: &[OsString],
+    log: &File,
+    inherit: &[RawFd],
+) -> io::Result<tokio::process::Child> {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log.try_clone()?)
+        .kill_on_drop(false);
+    let inherit = inherit.to_vec();
+    // SAFETY: the closure runs between fork and exec and only calls the
+    // async-signal-safe setsid(2) and fcntl(2), reading a Vec allocated before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            for &fd in &inherit {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// True when `pid` exists and is not a zombie.
+pub(crate) fn pid_alive(pid: u32) -> bool {
+    if pid <= 1 || pid > i32::MAX as u32 {
+        return false;
+    }
+    if kill(Pid::from_raw(pid as i32), None).is_err() {
+        return false;
+    }
+    // A zombie still answers kill(0); it is dead for our purposes.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// The argument vector of `pid`, from `/proc/<pid>/cmdline`.
+fn cmdline(pid: u32) -> Option<Vec<Vec<u8>>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect(),
+    )
+}
+
+/// True when `pid` is alive, its program name contains `program_hint` and
+/// one of its arguments mentions `run_dir` (raw or comma-escaped): a guard
+/// against killing an unrelated process that reused the pid.
+pub(crate) fn process_matches(pid: u32, program_hint: &str, run_dir: &Path) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    let Some(argv) = cmdline(pid) else {
+        return false;
+    };
+    cmdline_matches(&argv, program_hint, run_dir)
+}
+
+fn cmdline_matches(argv: &[Vec<u8>], program_hint: &str, run_dir: &Path) -> bool {
+    let Some(argv0) = argv.first() else {
+        return false;
+    };
+    let name = Path::new(OsStr::from_bytes(argv0))
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
+    if !contains(&name, program_hint.as_bytes()) {
+        return false;
+    }
+    let raw = run_dir.as_os_str().as_bytes();
+    let escaped = escape_option_value(run_dir.as_os_str());
+    argv[1..]
+        .iter()
+        .any(|a| contains(a, raw) || contains(a, escaped.as_bytes()))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Sends `signal` to `pid`; errors (already gone) are ignored.
+pub(crate) fn send_signal(pid: u32, signal: Signal) {
+    if pid > 1 && pid <= i32::MAX as u32 {
+        let _ = kill(Pid::from_raw(pid as i32), signal);
+    }
+}
+
+/// Waits until `pid` is gone (or a zombie), up to `limit`. True when gone.
+pub(crate) async fn wait_gone(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if !pid_alive(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The last `n` lines of a (log) file, reading at most its last 64 KiB;
+/// empty when it cannot be read. Terminal control sequences and other
+/// control characters are removed (the text comes from the guest and is
+/// printed to a terminal). When a `Kernel panic` line falls before the
+/// tail, it is put in front of it, since it says why the guest died.
+pub fn tail_lines(path: &Path, n: usize) -> String {
+    const MAX: u64 = 64 << 10;
+    let Ok(mut f) = File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len > MAX && f.seek(SeekFrom::Start(len - MAX)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).is_err() {
+        return String::new();
+    }
+    let text = strip_control(&String::from_utf8_lossy(&buf));
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(n);
+    let mut out: Vec<&str> = lines[..start]
+        .iter()
+        .filter(|l| l.contains("Kernel panic"))
+        .copied()
+        .collect();
+    if !out.is_empty() {
+        out.push("[...]");
+    }
+    out.extend_from_slice(&lines[start..]);
+    out.join("\n")
+}
+
+/// Removes ANSI escape sequences and control characters other than newline and tab.
+fn strip_control(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    // CSI: parameters and intermediates up to a final byte @..~.
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\n' | '\t' => out.push(c),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Finds an executable: a path with a `/` as is, else the first match on `$PATH`.
+pub(crate) fn find_program(name: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if name.as_os_str().as_bytes().contains(&b'/') {
+        return is_exec(name).then(|| name.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| is_exec(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_guard() {
+        let argv: Vec<Vec<u8>> = vec![
+            b"/usr/bin/qemu-system-x86_64".to_vec(),
+            b"-chardev".to_vec(),
+            b"file,id=con0,path=/run/a,,b/vm-1/console.log".to_vec(),
+        ];
+        assert!(cmdline_matches(&argv, "qemu", Path::new("/run/a,b/vm-1")));
+        assert!(!cmdline_matches(&argv, "qemu", Path::new("/run/a,b/vm-2")));
+        assert!(!cmdline_matches(
+            &argv,
+            "vhost-device-vsock",
+            Path::new("/run/a,b/vm-1")
+        ));
+        assert!(!cmdline_matches(&[], "qemu", Path::new("/x")));
+    }
+
+    #[test]
+    fn self_is_alive_and_bogus_pids_are_not() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+        assert!(!pid_alive(1));
+        assert!(!pid_alive(u32::MAX));
+    }
+
+    #[test]
+    fn tail_of_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(tail_lines(&p, 2), "c\nd");
+        assert_eq!(tail_lines(&p, 10), "a\nb\nc\nd");
+        assert_eq!(tail_lines(&dir.path().join("none"), 3), "");
+        std::fs::write(&p, "boot\nKernel panic - not syncing: x\nbt1\nbt2\nbt3\n").unwrap();
+        assert_eq!(
+            tail_lines(&p, 2),
+            "Kernel panic - not syncing: x\n[...]\nbt2\nbt3"
+        );
+    }
+
+    #[test]
+    fn control_sequences_removed() {
+        assert_eq!(
+            strip_control("\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS\r\nok\x07\tx"),
+            "SeaBIOS\nok\tx"
+        );
+    }
+
+    #[test]
+    fn program_lookup() {
+        assert!(find_program(Path::new("sh")).is_some());
+        assert!(find_program(Path::new("/bin/sh")).is_some());
+        assert!(find_program(Path::new("surely-not-a-program-xyz")).is_none());
+    }
+}

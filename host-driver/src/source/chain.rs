@@ -1,0 +1,176 @@
+//! Backing-chain validation: every file QEMU would open for an image must be
+//! a plain file inside the store root.
+//!
+//! The chain is walked one header at a time: `qemu-img info` (without
+//! `--backing-chain`) reports the backing file name of one image without
+//! opening it, the name is validated, and only then is the next member
+//! inspected. So a backing file naming `/etc/shadow`, a `json:` filename or a
+//! protocol is refused before anything opens it. A final
+//! `qemu-img info --backing-chain` cross-checks that QEMU sees the same files.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::qemu_img::{self, ImgInfo};
+use super::SourceError;
+
+/// Longest backing chain accepted.
+pub const MAX_CHAIN_DEPTH: usize = 64;
+
+/// Checks the backing chain (and external data files, vmdk extents) of `img`.
+///
+/// Every member other than `img` itself must be a regular file whose
+/// canonical path lies inside the canonical `store_root`; `json:` filenames,
+/// protocols (`nbd://…`, `file:…`) and relative external data files are
+/// refused on sight. `img` itself may be a block device. The error names the
+/// offending file and the store root.
+pub fn check_backing_chain(img: &Path, store_root: &Path) -> Result<(), SourceError> {
+    let root = fs::canonicalize(store_root).map_err(|e| SourceError::Stat {
+        path: store_root.to_path_buf(),
+        source: e,
+    })?;
+    let top = fs::canonicalize(img).map_err(|e| SourceError::Stat {
+        path: img.to_path_buf(),
+        source: e,
+    })?;
+    if !top.starts_with(&root) {
+        return Err(SourceError::Refused {
+            image: top.clone(),
+            what: "image",
+            file: top.display().to_string(),
+            store_root: root,
+            reason: "it is not inside the store root".into(),
+        });
+    }
+    let mut current = top.clone();
+    let mut format: Option<String> = None;
+    let mut seen = HashSet::from([top.clone()]);
+    for _ in 0..=MAX_CHAIN_DEPTH {
+        let info = qemu_img::info(&current, format.as_deref())?;
+        check_external_files(&current, &info, &root)?;
+        let Some(backing) = info.backing_filename.as_deref() else {
+            return cross_check(&top, &root);
+        };
+        let next = validate_member(&current, "backing file", backing, &root)?;
+        if !seen.insert(next.clone()) {
+            return Err(SourceError::Refused {
+                image: current,
+                what: "backing file",
+                file: backing.to_string(),
+                store_root: root,
+                reason: "the backing chain loops".into(),
+            });
+        }
+        current = next;
+        format = info.backing_format.clone();
+    }
+    Err(SourceError::ChainTooDeep {
+        image: top,
+        max: MAX_CHAIN_DEPTH,
+    })
+}
+
+/// Runs `qemu-img info --backing-chain` on the already validated chain and
+/// checks every member it reports again.
+fn cross_check(top: &Path, root: &Path) -> Result<(), SourceError> {
+    let chain = qemu_img::info_chain(top, None)?;
+    for (i, member) in chain.iter().enumerate() {
+        let path = if i == 0 {
+            top.to_path_buf()
+        } else {
+            let parent = chain[i - 1].filename.as_str();
+            let image = PathBuf::from(parent);
+            validate_member(&image, "backing file", &member.filename, root)?
+        };
+        check_external_files(&path, member, root)?;
+    }
+    Ok(())
+}
+
+fn check_external_files(image: &Path, info: &ImgInfo, root: &Path) -> Result<(), SourceError> {
+    for (what, file) in info.external_files() {
+        if what == "external data file" && !Path::new(&file).is_absolute() {
+            // QEMU opens a relative data file against its own working
+            // directory, not the image's: refuse rather than guess.
+            return Err(SourceError::Refused {
+                image: image.to_path_buf(),
+                what,
+                file,
+                store_root: root.to_path_buf(),
+                reason: "a relative external data file is resolved against QEMU's working \
+                         directory"
+                    .into(),
+            });
+        }
+        validate_member(image, what, &file, root)?;
+    }
+    Ok(())
+}
+
+/// True when QEMU would take `name` as `protocol:…` (a colon before any slash).
+fn has_protocol_prefix(name: &str) -> bool {
+    match (name.find(':'), name.find('/')) {
+        (Some(c), Some(s)) => c < s,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Validates one file name found in `image`'s header and returns its canonical path.
+fn validate_member(
+    image: &Path,
+    what: &'static str,
+    name: &str,
+    root: &Path,
+) -> Result<PathBuf, SourceError> {
+    let refuse = |reason: String| SourceError::Refused {
+        image: image.to_path_buf(),
+        what,
+        file: name.to_string(),
+        store_root: root.to_path_buf(),
+        reason,
+    };
+    if name.starts_with("json:") {
+        return Err(refuse("json: filenames are not allowed".into()));
+    }
+    if name.contains("://") || has_protocol_prefix(name) {
+        return Err(refuse("protocols are not allowed, only plain files".into()));
+    }
+    if name.is_empty() {
+        return Err(refuse("the file name is empty".into()));
+    }
+    let resolved = if Path::new(name).is_absolute() {
+        PathBuf::from(name)
+    } else {
+        image.parent().unwrap_or(Path::new("/")).join(name)
+    };
+    let canonical =
+        fs::canonicalize(&resolved).map_err(|e| refuse(format!("it cannot be resolved ({e})")))?;
+    if !canonical.starts_with(root) {
+        return Err(refuse(format!(
+            "it resolves to '{}', outside the store root",
+            canonical.display()
+        )));
+    }
+    let meta = fs::metadata(&canonical).map_err(|e| refuse(format!("cannot stat it ({e})")))?;
+    if !meta.is_file() {
+        return Err(refuse("it is not a regular file".into()));
+    }
+    Ok(canonical)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_protocol_prefix;
+
+    #[test]
+    fn protocol_prefix() {
+        assert!(has_protocol_prefix("nbd:localhost:10809"));
+        assert!(has_protocol_prefix("file:/etc/shadow"));
+        assert!(has_protocol_prefix("json:{}"));
+        assert!(!has_protocol_prefix("/a/b:c"));
+        assert!(!has_protocol_prefix("base.qcow2"));
+        assert!(!has_protocol_prefix("../x/a:b"));
+    }
+}

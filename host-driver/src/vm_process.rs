@@ -1,0 +1,377 @@
+//! One attempt at starting a VM with a fixed accelerator and transport: the
+//! vsock sidecar (vhost-user only), QEMU, and the wait for the daemon.
+//! [`crate::launch`] decides what to try and in which order.
+
+use std::cell::RefCell;
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use tokio::process::Child;
+use tokio::time::Instant;
+
+use crate::client::{ClientError, DaemonClient};
+use crate::initrd::VmInitrd;
+use crate::launch::{create_log, failure_logs, unix_now, LaunchError, LaunchTimeouts, RunningVm};
+use crate::process::{spawn_detached, tail_lines};
+use crate::qemu::{Accel, DiskSpec, TransportSpec, VmConfig};
+use crate::transport::VsockAddr;
+
+/// Console log file in the run directory.
+pub const CONSOLE_LOG: &str = "console.log";
+/// QEMU stdout + stderr in the run directory.
+pub const QEMU_STDERR: &str = "qemu.stderr";
+/// Sidecar log in the run directory.
+pub const SIDECAR_LOG: &str = "vhost-device-vsock.log";
+/// QMP socket in the run directory.
+pub const QMP_SOCKET: &str = "qmp.sock";
+/// vhost-user control socket (sidecar ↔ QEMU) in the run directory.
+pub const VHOST_USER_SOCKET: &str = "vhu.sock";
+/// Host-side hybrid vsock socket in the run directory.
+pub const HYBRID_SOCKET: &str = "vm.vsock";
+/// Guest CID given to the per-VM sidecar (any value > 2 works: it is private).
+const SIDECAR_GUEST_CID: u32 = 3;
+/// First and largest pause between readiness probes. A failed probe costs
+/// well under a millisecond (the sidecar resets at once while the guest does
+/// not listen), so the cap is kept low: the pause is pure added boot latency
+/// (on average half the cap).
+const PROBE_DELAY_FIRST: Duration = Duration::from_millis(50);
+const PROBE_DELAY_MAX: Duration = Duration::from_millis(200);
+
+/// The transport of one attempt.
+#[derive(Debug, Clone)]
+pub(crate) enum TransportPlan {
+    Kernel { cid: u32 },
+    VhostUser { sidecar: PathBuf },
+}
+
+/// Everything one attempt needs.
+pub(crate) struct LaunchPlan<'a> {
+    pub qemu_binary: &'a Path,
+    pub run_dir: &'a Path,
+    pub accel: Accel,
+    pub transport: TransportPlan,
+    pub kernel: &'a Path,
+    pub initrd: &'a VmInitrd,
+    pub disks: &'a [DiskSpec],
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub port: u32,
+    pub ticket: &'a str,
+    pub ready_timeout: Duration,
+    pub timeouts: LaunchTimeouts,
+}
+
+/// How an attempt failed.
+#[derive(Debug)]
+pub(crate) enum AttemptError {
+    /// QEMU could not claim the kernel vsock CID: try the next one.
+    CidInUse,
+    /// Anything else (with logs collected and processes gone).
+    Failed(Box<LaunchError>),
+}
+
+impl From<LaunchError> for AttemptError {
+    fn from(e: LaunchError) -> Self {
+        AttemptError::Failed(Box::new(e))
+    }
+}
+
+/// Why the daemon did not become ready.
+enum NotReady {
+    QemuExited(String),
+    SidecarExited(String),
+    Timeout(String),
+    Refused(ClientError),
+}
+
+/// Starts the sidecar (if any) and QEMU and waits for the daemon. On failure
+/// both processes are killed and reaped before this returns.
+pub(crate) async fn launch_once(plan: &LaunchPlan<'_>) -> Result<RunningVm, AttemptError> {
+    let run_dir = plan.run_dir;
+    let console_log = run_dir.join(CONSOLE_LOG);
+    let qmp_socket = run_dir.join(QMP_SOCKET);
+    let _ = std::fs::remove_file(&qmp_socket);
+
+    let (mut sidecar, addr, transport) = match &plan.transport {
+        TransportPlan::Kernel { cid } => (
+            None,
+            VsockAddr::Kernel {
+                cid: *cid,
+                port: plan.port,
+            },
+            TransportSpec::Kernel { cid: *cid },
+        ),
+        TransportPlan::VhostUser { sidecar } => {
+            let child = start_sidecar(plan, sidecar).await?;
+            (
+                Some(child),
+                VsockAddr::HybridUnix {
+                    path: run_dir.join(HYBRID_SOCKET),
+                    port: plan.port,
+                },
+                TransportSpec::VhostUser {
+                    socket: run_dir.join(VHOST_USER_SOCKET),
+                },
+            )
+        }
+    };
+
+    let config = VmConfig {
+        kernel: plan.kernel.to_path_buf(),
+        initramfs_fd_path: plan.initrd.fd_path(),
+        disks: plan.disks.to_vec(),
+        memory_mib: plan.memory_mib,
+        cpus: plan.cpus,
+        accel: plan.accel,
+        transport,
+        console_log: console_log.clone(),
+        qmp_socket: qmp_socket.clone(),
+    };
+    let mut inherit: Vec<RawFd> = vec![plan.initrd.raw_fd()];
+    inherit.extend(plan.disks.iter().filter_map(|d| inherited_fd(&d.path)));
+
+    let spawned = create_log(&run_dir.join(QEMU_STDERR))
+        .and_then(|log| spawn_detached(plan.qemu_binary, &config.to_args(), &log, &inherit));
+    let mut qemu = match spawned {
+        Ok(child) => child,
+        Err(source) => {
+            if let Some(s) = sidecar.as_mut() {
+                kill_and_reap(s).await;
+            }
+            return Err(LaunchError::Spawn {
+                program: plan.qemu_binary.to_path_buf(),
+                source,
+            }
+            .into());
+        }
+    };
+    log::debug!(
+        "started {} ({}) pid {:?} in {}",
+        plan.qemu_binary.display(),
+        plan.accel,
+        qemu.id(),
+        run_dir.display()
+    );
+
+    let outcome = wait_ready(plan, &addr, &mut qemu, sidecar.as_mut()).await;
+    if let Err(why) = outcome {
+        kill_and_reap(&mut qemu).await;
+        if let Some(s) = sidecar.as_mut() {
+            kill_and_reap(s).await;
+        }
+        return Err(attempt_error(plan, why));
+    }
+    let (Some(pid), sidecar_pid) = (qemu.id(), sidecar.as_ref().and_then(Child::id)) else {
+        // QEMU was reaped between the answer and now: it is gone.
+        if let Some(s) = sidecar.as_mut() {
+            kill_and_reap(s).await;
+        }
+        return Err(attempt_error(plan, NotReady::QemuExited("unknown".into())));
+    };
+    // Dropping the handles leaves both running; tokio reaps them if they end
+    // while this process still lives.
+    Ok(RunningVm {
+        pid,
+        sidecar_pid,
+        addr,
+        ticket: plan.ticket.to_string(),
+        accel: plan.accel,
+        run_dir: run_dir.to_path_buf(),
+        console_log,
+        qmp_socket,
+        started_at: unix_now(),
+    })
+}
+
+/// Turns a readiness failure into the attempt's error, reading the logs.
+fn attempt_error(plan: &LaunchPlan<'_>, why: NotReady) -> AttemptError {
+    let logs = failure_logs(plan.run_dir);
+    let err = match why {
+        NotReady::QemuExited(status) => {
+            if matches!(plan.transport, TransportPlan::Kernel { .. })
+                && is_cid_in_use(&format!("{}\n{}", logs.stderr_tail, logs.console_tail))
+            {
+                return AttemptError::CidInUse;
+            }
+            LaunchError::VmExited {
+                accel: plan.accel,
+                status,
+                logs,
+            }
+        }
+        NotReady::SidecarExited(status) => LaunchError::VmExited {
+            accel: plan.accel,
+            status: format!("its vsock sidecar exited: {status}"),
+            logs,
+        },
+        NotReady::Timeout(last_error) => LaunchError::NotReady {
+            accel: plan.accel,
+            after: plan.ready_timeout,
+            last_error,
+            logs,
+        },
+        NotReady::Refused(source) => LaunchError::Daemon {
+            source: Box::new(source),
+            logs,
+        },
+    };
+    err.into()
+}
+
+/// QEMU's message when another VM holds the kernel vsock CID.
+pub(crate) fn is_cid_in_use(text: &str) -> bool {
+    text.contains("unable to set guest cid")
+        && (text.contains("Address already in use") || text.contains("EADDRINUSE"))
+}
+
+/// The descriptor number of a `/dev/fd/N` path.
+pub(crate) fn inherited_fd(path: &Path) -> Option<RawFd> {
+    path.to_str()?
+        .strip_prefix("/dev/fd/")?
+        .parse()
+        .ok()
+        .filter(|fd| *fd > 2)
+}
+
+fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => format!("status unknown: {e}"),
+    }
+}
+
+/// Polls the daemon (liveness, then an authenticated status) with a growing
+/// pause, while watching QEMU and the sidecar for an early exit.
+async fn wait_ready(
+    plan: &LaunchPlan<'_>,
+    addr: &VsockAddr,
+    qemu: &mut Child,
+    sidecar: Option<&mut Child>,
+) -> Result<(), NotReady> {
+    let deadline = Instant::now() + plan.ready_timeout;
+    let last_error = RefCell::new(String::from("no answer yet"));
+    let exited = async {
+        match sidecar {
+            Some(s) => tokio::select! {
+                st = qemu.wait() => NotReady::QemuExited(describe_exit(st)),
+                st = s.wait() => NotReady::SidecarExited(describe_exit(st)),
+            },
+            None => NotReady::QemuExited(describe_exit(qemu.wait().await)),
+        }
+    };
+    let probing = async {
+        let mut delay = PROBE_DELAY_FIRST;
+        loop {
+            let limit = plan
+                .timeouts
+                .probe
+                .min(deadline.saturating_duration_since(Instant::now()))
+                .max(Duration::from_millis(10));
+            let client = DaemonClient::new(addr.clone(), plan.ticket).with_timeouts(limit, limit);
+            match client.status_liveness().await {
+                Ok(_) => match client.status(false).await {
+                    Ok(_) => return Ok(()),
+                    Err(
+                        e @ (ClientError::Daemon { .. }
+                        | ClientError::ApiVersion { .. }
+                        | ClientError::TicketRejected { .. }),
+                    ) => return Err(NotReady::Refused(e)),
+                    Err(e) => *last_error.borrow_mut() = e.to_string(),
+                },
+                Err(e @ ClientError::ApiVersion { .. }) => return Err(NotReady::Refused(e)),
+                Err(e) => *last_error.borrow_mut() = e.to_string(),
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 3 / 2).min(PROBE_DELAY_MAX);
+        }
+    };
+    tokio::select! {
+        why = exited => Err(why),
+        r = probing => r,
+        _ = tokio::time::sleep_until(deadline) => {
+            Err(NotReady::Timeout(last_error.borrow().clone()))
+        }
+    }
+}
+
+/// Starts `vhost-device-vsock` for this VM and waits for its vhost-user socket.
+async fn start_sidecar(plan: &LaunchPlan<'_>, program: &Path) -> Result<Child, AttemptError> {
+    let run_dir = plan.run_dir;
+    let vhu = run_dir.join(VHOST_USER_SOCKET);
+    let uds = run_dir.join(HYBRID_SOCKET);
+    let log_path = run_dir.join(SIDECAR_LOG);
+    for stale in [&vhu, &uds] {
+        let _ = std::fs::remove_file(stale);
+    }
+    let fail = |detail: String| LaunchError::Sidecar {
+        program: program.to_path_buf(),
+        detail,
+        log: log_path.clone(),
+        log_tail: tail_lines(&log_path, 20),
+    };
+    let args: Vec<OsString> = vec![
+        "--guest-cid".into(),
+        SIDECAR_GUEST_CID.to_string().into(),
+        "--socket".into(),
+        vhu.clone().into(),
+        "--uds-path".into(),
+        uds.into(),
+    ];
+    let mut child = create_log(&log_path)
+        .and_then(|log| spawn_detached(program, &args, &log, &[]))
+        .map_err(|source| LaunchError::Spawn {
+            program: program.to_path_buf(),
+            source,
+        })?;
+    let deadline = Instant::now() + plan.timeouts.sidecar_ready;
+    loop {
+        if vhu.exists() {
+            return Ok(child);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(fail(format!("exited at start ({status})")).into());
+        }
+        if Instant::now() >= deadline {
+            kill_and_reap(&mut child).await;
+            return Err(fail(format!(
+                "its socket {} did not appear within {:?}",
+                vhu.display(),
+                plan.timeouts.sidecar_ready
+            ))
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// SIGKILLs a child we spawned and waits for it.
+async fn kill_and_reap(child: &mut Child) {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cid_in_use_message() {
+        assert!(is_cid_in_use(
+            "qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=10: vhost-vsock: unable to set guest cid: Address already in use"
+        ));
+        assert!(!is_cid_in_use(
+            "qemu-system-x86_64: failed to set MSR 0x10a"
+        ));
+    }
+
+    #[test]
+    fn fd_paths() {
+        assert_eq!(inherited_fd(Path::new("/dev/fd/9")), Some(9));
+        assert_eq!(inherited_fd(Path::new("/dev/fd/1")), None);
+        assert_eq!(inherited_fd(Path::new("/dev/fd/x")), None);
+        assert_eq!(inherited_fd(Path::new("/img/disk.raw")), None);
+    }
+}

@@ -1,0 +1,90 @@
+/* A stand-in for the restore daemon, used by tests/launch_fake_guest.rs
+ * to exercise start_vm's success path and stop_vm before the real daemon
+ * and initramfs exist. Runs as /init: loads the virtio and vsock modules
+ * from /m, reads /ticket, and answers HTTP on vsock port 1024:
+ *   GET /api/status  -> {"api_version":1,"alive":true[,"uptime":1]}
+ *   anything without the ticket -> 401 {"error":"missing or invalid ticket"}
+ *   POST /api/stop   -> 200 {} but keeps running (so stop_vm must use QMP)
+ *   anything else    -> 404 {"error":"fake daemon: no such endpoint"}
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/vm_sockets.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void load(const char *name) {
+    char path[256];
+    snprintf(path, sizeof path, "/m/%s.ko", name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) != 0)
+        perror(path);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void answer(int c, const char *status, const char *body) {
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                     status, strlen(body));
+    if (write(c, head, n) < 0 || write(c, body, strlen(body)) < 0)
+        perror("write");
+}
+
+int main(void) {
+    const char *mods[] = {"virtio_ring", "virtio", "virtio_pci_legacy_dev",
+                          "virtio_pci_modern_dev", "virtio_pci", "vsock",
+                          "vmw_vsock_virtio_transport_common",
+                          "vmw_vsock_virtio_transport"};
+    for (size_t i = 0; i < sizeof mods / sizeof *mods; i++)
+        load(mods[i]);
+
+    char ticket[128] = {0}, value[256];
+    int tf = open("/ticket", O_RDONLY);
+    if (tf < 0 || read(tf, ticket, sizeof ticket - 1) <= 0)
+        perror("/ticket");
+    snprintf(value, sizeof value, "FileRestoreTicket %s\r\n", ticket);
+
+    int s = socket(AF_VSOCK, SOCK_STREAM, 0);
+    struct sockaddr_vm addr = {.svm_family = AF_VSOCK,
+                               .svm_cid = VMADDR_CID_ANY,
+                               .svm_port = 1024};
+    if (s < 0 || bind(s, (struct sockaddr *)&addr, sizeof addr) || listen(s, 8)) {
+        perror("vsock");
+        return 1;
+    }
+    printf("fake daemon listening\n");
+    fflush(stdout);
+    for (;;) {
+        int c = accept(s, NULL, NULL);
+        if (c < 0)
+            continue;
+        char req[8192] = {0};
+        size_t len = 0;
+        while (len < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
+            ssize_t n = read(c, req + len, sizeof req - 1 - len);
+            if (n <= 0)
+                break;
+            len += n;
+        }
+        /* Header names are case-insensitive (hyper sends them lowercase). */
+        const char *h = strcasestr(req, "\r\nAuthorization: ");
+        int authed = h && !strncmp(h + 17, value, strlen(value));
+        if (!strncmp(req, "GET /api/status", 15))
+            answer(c, "200 OK",
+                   authed ? "{\"api_version\":1,\"alive\":true,\"uptime\":1}"
+                          : "{\"api_version\":1,\"alive\":true}");
+        else if (!authed)
+            answer(c, "401 Unauthorized", "{\"error\":\"missing or invalid ticket\"}");
+        else if (!strncmp(req, "POST /api/stop", 14))
+            answer(c, "200 OK", "{}");
+        else
+            answer(c, "404 Not Found", "{\"error\":\"fake daemon: no such endpoint\"}");
+        close(c);
+    }
+}

@@ -1,0 +1,215 @@
+//! The success path with the real restore daemon: boot a VM on one ext4
+//! image, check status, list, extract (whole and a range), a wrong ticket,
+//! then stop it and check nothing is left.
+//!
+//! Needs the build outputs `build/boot.json` (with `build/vmlinux` or
+//! `build/vmlinuz` and `build/initramfs.img`) at the workspace root, or in
+//! `$FILE_RESTORE_BUILD_DIR`; skips with a message when they are missing.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{have, processes_mentioning, KillOnDrop};
+use file_restore::{
+    is_alive, start_vm, stop_vm, DaemonClient, ImageSpec, LaunchOptions, VsockAddr,
+};
+use file_restore_initramfs::BootInfo;
+use file_restore_wire::{EntryType, ExtractFormat, ScanState, API_VERSION};
+use tokio::io::AsyncReadExt;
+
+fn build_dir() -> PathBuf {
+    std::env::var_os("FILE_RESTORE_BUILD_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../build"))
+}
+
+/// Kernel and base initramfs from `boot.json`, or `None` (the test skips).
+fn boot_files() -> Option<(PathBuf, PathBuf)> {
+    let json = build_dir().join("boot.json");
+    let info = match BootInfo::read(&json) {
+        Ok(info) => info,
+        Err(e) => {
+            eprintln!(
+                "skipping: no usable {} ({e}); build the initramfs first",
+                json.display()
+            );
+            return None;
+        }
+    };
+    for p in ["qemu-system-x86_64", "vhost-device-vsock", "mkfs.ext4"] {
+        if !have(p) {
+            eprintln!("skipping: {p} not found");
+            return None;
+        }
+    }
+    Some((info.kernel, info.initramfs))
+}
+
+/// Deterministic, incompressible-ish test data.
+fn data(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// An unpartitioned ext4 image holding `hello.txt` and `sub/data.bin`.
+fn ext4_image(dir: &Path, payload: &[u8]) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("hello.txt"), b"hello from ext4\n").unwrap();
+    std::fs::write(src.join("sub/data.bin"), payload).unwrap();
+    let img = dir.join("disk.ext4");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let st = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&src)
+        .arg(&img)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfs.ext4 failed");
+    img
+}
+
+fn names(entries: &[file_restore_wire::Entry]) -> Vec<String> {
+    entries.iter().map(|e| e.text.clone()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_list_extract_stop() {
+    let Some((kernel, initramfs)) = boot_files() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let payload = data(300 * 1024 + 17);
+    let img = ext4_image(dir.path(), &payload);
+    let base = dir.path().join("run");
+    let opts = LaunchOptions::new(
+        &kernel,
+        &initramfs,
+        vec![ImageSpec {
+            path: img,
+            format: "raw".into(),
+            name: "disk0".into(),
+        }],
+        &base,
+    );
+
+    let t = Instant::now();
+    let vm = match start_vm(opts).await {
+        Ok(vm) => vm,
+        Err(e) => panic!("start_vm failed:\n{e}"),
+    };
+    eprintln!(
+        "VM ready after {:?} (accel {}, pid {}, {})",
+        t.elapsed(),
+        vm.accel,
+        vm.pid,
+        vm.addr
+    );
+    let _guard = KillOnDrop(vm.clone());
+    assert!(is_alive(&vm));
+    assert!(matches!(
+        vm.addr,
+        VsockAddr::HybridUnix { .. } | VsockAddr::Kernel { .. }
+    ));
+    let client = vm.client();
+
+    // Status, until the disk scan is done.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let s = client.status(true).await.expect("status");
+        assert_eq!(s.api_version, API_VERSION);
+        if s.scan != Some(ScanState::Scanning) || Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("status: {status:?}");
+    assert!(status.uptime.is_some());
+
+    // Warm request latency.
+    let t = Instant::now();
+    let root = client.list(b"/").await.expect("list /");
+    eprintln!("warm list / took {:?}", t.elapsed());
+    assert_eq!(names(&root), ["disk0"], "{root:?}");
+    assert_eq!(root[0].entry_type, EntryType::Virtual);
+
+    let buckets = client.list(b"/disk0/raw").await.expect("list /disk0/raw");
+    assert_eq!(names(&buckets), ["raw"], "{buckets:?}");
+    let top = client.list(b"/disk0/raw/raw").await.expect("list fs root");
+    let top_names = names(&top);
+    assert!(
+        top_names.contains(&"hello.txt".to_string()),
+        "{top_names:?}"
+    );
+    assert!(top_names.contains(&"sub".to_string()), "{top_names:?}");
+
+    // Whole file, chunk by chunk.
+    let t = Instant::now();
+    let mut s = client
+        .extract(
+            b"/disk0/raw/raw/sub/data.bin",
+            ExtractFormat::Plain,
+            false,
+            None,
+        )
+        .await
+        .expect("extract");
+    assert_eq!(s.content_length, Some(payload.len() as u64));
+    let mut got = Vec::new();
+    while let Some(chunk) = s.next_chunk().await.expect("chunk") {
+        got.extend_from_slice(&chunk);
+    }
+    eprintln!("extract of {} bytes took {:?}", got.len(), t.elapsed());
+    assert!(got == payload, "extracted bytes differ");
+
+    // A range, as AsyncRead.
+    let mut s = client
+        .extract(
+            b"/disk0/raw/raw/sub/data.bin",
+            ExtractFormat::Plain,
+            false,
+            Some((1000, Some(1999))),
+        )
+        .await
+        .expect("range extract");
+    assert_eq!(s.status, 206);
+    let mut part = Vec::new();
+    s.read_to_end(&mut part).await.unwrap();
+    assert!(part == payload[1000..2000], "range bytes differ");
+
+    // A missing file keeps the daemon's message; a wrong ticket is 401.
+    let err = client.list(b"/disk0/raw/raw/nope").await.unwrap_err();
+    assert_eq!(err.http_status(), Some(404), "{err}");
+    assert!(err.daemon_message().is_some_and(|m| !m.is_empty()));
+    let wrong = DaemonClient::new(vm.addr.clone(), "0".repeat(32));
+    let err = wrong.list(b"/").await.unwrap_err();
+    assert_eq!(err.http_status(), Some(401), "{err}");
+    assert!(
+        wrong.status(false).await.is_err(),
+        "full status with a wrong ticket"
+    );
+    // Liveness needs no ticket.
+    assert!(wrong.status_liveness().await.expect("liveness").alive);
+
+    // Stop: nothing left.
+    let t = Instant::now();
+    stop_vm(&vm, Duration::from_secs(5)).await.expect("stop_vm");
+    eprintln!("stop took {:?}", t.elapsed());
+    assert!(!is_alive(&vm));
+    assert!(!vm.run_dir.exists(), "run dir left");
+    let left = processes_mentioning(&base);
+    assert!(left.is_empty(), "leftover processes: {left:?}");
+}

@@ -1,0 +1,203 @@
+//! Failure paths of `start_vm` with a real QEMU and the host's Debian kernel:
+//! nothing may be left running, the run directory must be gone and the error
+//! must quote the console.
+//!
+//! The guests are tiny initramfs images whose `/init` is a static C program
+//! (built here with `gcc -static`, packed with the system `cpio`). Tests skip
+//! themselves (with a message) when QEMU, gcc, cpio or a kernel is missing.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{have, host_kernel, initramfs_with_init, processes_mentioning};
+use file_restore::{
+    start_vm, Accel, AccelPreference, ImageSpec, LaunchError, LaunchOptions, TransportPreference,
+};
+
+/// Kernel and tools, or `None` (the test then skips).
+fn prerequisites() -> Option<PathBuf> {
+    for p in ["qemu-system-x86_64", "gcc", "cpio", "vhost-device-vsock"] {
+        if !have(p) {
+            eprintln!("skipping: {p} not found");
+            return None;
+        }
+    }
+    let k = host_kernel();
+    if k.is_none() {
+        eprintln!("skipping: no /boot/vmlinuz-*-amd64");
+    }
+    k
+}
+
+fn raw_disk(dir: &Path) -> ImageSpec {
+    let path = dir.join("disk.raw");
+    std::fs::write(&path, vec![0u8; 1 << 20]).unwrap();
+    ImageSpec {
+        path,
+        format: "raw".into(),
+        name: "disk0".into(),
+    }
+}
+
+/// No process left, no run directory left, the console kept.
+fn assert_clean(base: &Path) {
+    let left = processes_mentioning(base);
+    assert!(left.is_empty(), "leftover processes: {left:?}");
+    let run_dirs: Vec<_> = std::fs::read_dir(base)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("vm-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(run_dirs.is_empty(), "run directories left: {run_dirs:?}");
+}
+
+#[tokio::test]
+async fn missing_kernel_fails_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initramfs.img");
+    std::fs::write(&initrd, b"").unwrap();
+    let base = dir.path().join("run");
+    let opts = LaunchOptions::new(
+        dir.path().join("no-such-vmlinux"),
+        &initrd,
+        vec![raw_disk(dir.path())],
+        &base,
+    );
+    let t = Instant::now();
+    let err = start_vm(opts).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(matches!(err, LaunchError::Kernel { .. }), "{err}");
+    assert!(err.to_string().contains("no-such-vmlinux"), "{err}");
+    assert!(!base.exists(), "nothing is created for invalid input");
+}
+
+#[tokio::test]
+async fn missing_sidecar_is_named_with_install_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinux");
+    let initrd = dir.path().join("initramfs.img");
+    std::fs::write(&kernel, b"").unwrap();
+    std::fs::write(&initrd, b"").unwrap();
+    let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], dir.path());
+    opts.transport = TransportPreference::VhostUser;
+    opts.vhost_user_binary = "/nonexistent/vhost-device-vsock".into();
+    let err = start_vm(opts).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LaunchError::MissingProgram { .. }), "{msg}");
+    assert!(
+        msg.contains("cargo install vhost-device-vsock --locked"),
+        "{msg}"
+    );
+}
+
+/// A sidecar that exits at once: a clear error quoting its log, nothing left.
+#[tokio::test]
+async fn dying_sidecar_is_reported_and_cleaned_up() {
+    if !have("qemu-system-x86_64") {
+        eprintln!("skipping: qemu-system-x86_64 not found");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinux");
+    let initrd = dir.path().join("initramfs.img");
+    std::fs::write(&kernel, b"").unwrap();
+    std::fs::write(&initrd, b"").unwrap();
+    let fake = dir.path().join("fake-sidecar");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho \"fake sidecar: no thanks\" >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let base = dir.path().join("run");
+    let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);
+    opts.transport = TransportPreference::VhostUser;
+    opts.accel = AccelPreference::Tcg;
+    opts.vhost_user_binary = fake;
+    let err = start_vm(opts).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, LaunchError::Sidecar { .. }), "{msg}");
+    assert!(msg.contains("exited at start"), "{msg}");
+    assert!(msg.contains("fake sidecar: no thanks"), "{msg}");
+    assert!(msg.contains("last-failed-vsock-sidecar.log"), "{msg}");
+    assert!(base.join("last-failed-vsock-sidecar.log").exists());
+    assert_clean(&base);
+}
+
+/// `/init` returns at once: the kernel panics, `panic=-1` + `-no-reboot`
+/// make QEMU exit. Auto accelerator: where KVM exists but does not work
+/// (PVM), the KVM attempt fails first and TCG is tried.
+#[tokio::test]
+async fn init_exit_panics_and_is_reported() {
+    let Some(kernel) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs_with_init(dir.path(), "int main(void) { return 0; }\n", &[]);
+    let base = dir.path().join("run");
+    let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);
+    opts.accel = AccelPreference::Auto;
+    opts.timeouts.tcg_ready = Duration::from_secs(120);
+    let t = Instant::now();
+    let err = start_vm(opts).await.unwrap_err();
+    let elapsed = t.elapsed();
+    eprintln!("panic path took {elapsed:?}:\n{err}");
+    let msg = err.to_string();
+    match &err {
+        LaunchError::VmExited { accel, logs, .. } => {
+            assert_eq!(*accel, Accel::Tcg);
+            assert!(
+                logs.console_tail.contains("Kernel panic")
+                    || logs.console_tail.contains("Attempted to kill init"),
+                "console tail: {}",
+                logs.console_tail
+            );
+            assert_eq!(logs.console_log, base.join("last-failed-console.log"));
+            assert!(logs.console_log.exists());
+        }
+        other => panic!("expected VmExited, got: {other}"),
+    }
+    assert!(msg.contains("last-failed-console.log"), "{msg}");
+    assert_clean(&base);
+}
+
+/// `/init` sleeps forever: the daemon never answers, the readiness timeout
+/// (short here) ends the attempt, everything is killed and removed.
+#[tokio::test]
+async fn silent_guest_times_out_and_is_cleaned_up() {
+    let Some(kernel) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs_with_init(
+        dir.path(),
+        "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
+        &[],
+    );
+    let base = dir.path().join("run");
+    let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);
+    opts.accel = AccelPreference::Tcg;
+    opts.transport = TransportPreference::VhostUser;
+    opts.timeouts.tcg_ready = Duration::from_secs(10);
+    let t = Instant::now();
+    let err = start_vm(opts).await.unwrap_err();
+    let elapsed = t.elapsed();
+    eprintln!("timeout path took {elapsed:?}:\n{err}");
+    assert!(elapsed >= Duration::from_secs(10));
+    assert!(elapsed < Duration::from_secs(20), "{elapsed:?}");
+    match &err {
+        LaunchError::NotReady { accel, after, .. } => {
+            assert_eq!(*accel, Accel::Tcg);
+            assert_eq!(*after, Duration::from_secs(10));
+        }
+        other => panic!("expected NotReady, got: {other}"),
+    }
+    assert!(
+        err.to_string().contains("did not answer within 10s"),
+        "{err}"
+    );
+    assert_clean(&base);
+}
