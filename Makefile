@@ -19,7 +19,7 @@ deps:
 guest:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p restore-daemon --target $(GUEST_TARGET)
 	@mkdir -p $(BUILD)
-	install -m 0755 target/$(GUEST_TARGET)/release/restore-daemon $(BUILD)/restore-daemon
+	install -s -m 0755 target/$(GUEST_TARGET)/release/restore-daemon $(BUILD)/restore-daemon
 
 # The initramfs (static daemon + module closure + config) and the vmlinux
 # extracted from the newest installed kernel, for PVH boot.

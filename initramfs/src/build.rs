@@ -31,6 +31,47 @@ pub const GUEST_INIT: &str = "/init";
 pub const GUEST_MODULE_DIR: &str = "/lib/modules";
 /// The module load list in the guest: absolute paths, one a line, dependencies first.
 pub const GUEST_MODULES_LOAD: &str = "/etc/modules.load";
+/// Directory of the per-group load lists: `boot.load` (virtio, vsock: loaded
+/// at start) and `<fstype>.load` for each mountable type (loaded on first
+/// mount of that type), each a dependency-ordered closure.
+pub const GUEST_MODULE_GROUPS_DIR: &str = "/etc/modules.d";
+
+/// Load groups: name and the modules it wants (the closure is added).
+/// Only `boot` loads at start; a filesystem's group loads when the daemon
+/// first mounts that type, which keeps ~40 modules off the boot path.
+pub const MODULE_GROUPS: &[(&str, &[&str])] = &[
+    (
+        "boot",
+        &[
+            "virtio_pci",
+            "virtio_mmio",
+            "virtio_blk",
+            "vsock",
+            "vmw_vsock_virtio_transport",
+        ],
+    ),
+    ("ext4", &["crc32c_generic", "ext4"]),
+    ("xfs", &["crc32c_generic", "xfs"]),
+    (
+        "btrfs",
+        &[
+            "crc32c_generic",
+            "xxhash_generic",
+            "blake2b_generic",
+            "sha256_generic",
+            "btrfs",
+        ],
+    ),
+    ("vfat", &["vfat", "nls_cp437", "nls_iso8859_1", "nls_utf8"]),
+    ("exfat", &["exfat", "nls_utf8"]),
+    ("iso9660", &["isofs", "nls_utf8"]),
+    ("squashfs", &["squashfs"]),
+    ("udf", &["udf", "nls_utf8"]),
+    ("f2fs", &["crc32_generic", "f2fs"]),
+    ("hfsplus", &["hfsplus", "nls_utf8"]),
+    ("ufs", &["ufs"]),
+    ("dm", &["dm_mod"]),
+];
 /// The daemon configuration ([`DaemonConfig`] as JSON) in the guest.
 pub const GUEST_CONFIG: &str = "/etc/restore-daemon.json";
 /// The ticket file added per VM by [`crate::ticket_cpio`].
@@ -197,7 +238,13 @@ pub fn build(opts: &BuildOptions) -> Result<BuildOutput> {
     let module_names: Vec<String> = set.modules.iter().map(|m| m.name.clone()).collect();
     write_atomic(&initramfs, |out| {
         let mut cpio = CpioWriter::new(BufWriter::with_capacity(1 << 20, out));
-        write_initramfs(&mut cpio, &initramfs, opts, &set.modules)?;
+        write_initramfs(
+            &mut cpio,
+            &initramfs,
+            opts,
+            &set.modules,
+            &choice.modules_dir,
+        )?;
         cpio.finish()
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
             .map_err(|e| Error::io(&initramfs, e))?;
@@ -286,6 +333,7 @@ fn write_initramfs<W: Write>(
     initramfs: &Path,
     opts: &BuildOptions,
     modules: &[Module],
+    modules_dir: &Path,
 ) -> Result<()> {
     // Errors name the initramfs being written; those reading the daemon name it too (in
     // the message of the I/O error), and reading a module names the module.
@@ -317,6 +365,24 @@ fn write_initramfs<W: Write>(
     }
     cpio.add_file(GUEST_MODULES_LOAD, 0o644, load_list.as_bytes())
         .map_err(out_err)?;
+
+    cpio.add_dir(GUEST_MODULE_GROUPS_DIR, 0o755)
+        .map_err(out_err)?;
+    let shipped: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
+    for (group, wanted) in MODULE_GROUPS {
+        let closure = module_closure(modules_dir, wanted)?;
+        let mut list = String::new();
+        for m in closure
+            .modules
+            .iter()
+            .filter(|m| shipped.contains(&m.name.as_str()))
+        {
+            list.push_str(&format!("{GUEST_MODULE_DIR}/{}.ko\n", m.name));
+        }
+        let path = format!("{GUEST_MODULE_GROUPS_DIR}/{group}.load");
+        cpio.add_file(&path, 0o644, list.as_bytes())
+            .map_err(out_err)?;
+    }
     Ok(())
 }
 

@@ -37,8 +37,8 @@ mod vmlinux;
 
 pub use build::{
     build, BootInfo, BuildOptions, BuildOutput, DaemonConfig, BOOT_JSON_FILE, GUEST_CONFIG,
-    GUEST_INIT, GUEST_MODULES_LOAD, GUEST_MODULE_DIR, GUEST_TICKET, INITRAMFS_FILE, VMLINUX_FILE,
-    VMLINUZ_FILE,
+    GUEST_INIT, GUEST_MODULES_LOAD, GUEST_MODULE_DIR, GUEST_MODULE_GROUPS_DIR, GUEST_TICKET,
+    INITRAMFS_FILE, MODULE_GROUPS, VMLINUX_FILE, VMLINUZ_FILE,
 };
 pub use cpio::{ticket_cpio, CpioWriter};
 pub use elf::has_pvh_note;

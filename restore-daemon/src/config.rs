@@ -7,8 +7,6 @@ use std::path::Path;
 pub const CONFIG_PATH: &str = "/etc/restore-daemon.json";
 /// Where the host puts the per-VM ticket (second cpio archive).
 pub const TICKET_PATH: &str = "/ticket";
-/// The module load order written by the initramfs builder.
-pub const MODULES_LIST: &str = "/etc/modules.load";
 
 /// Settings of the daemon inside the VM.
 #[derive(Debug, Clone, Deserialize)]

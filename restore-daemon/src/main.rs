@@ -18,6 +18,7 @@ mod disks;
 mod error;
 mod extract;
 mod fstype;
+mod kmod;
 mod listing;
 mod mounts;
 mod pid1;
@@ -123,7 +124,7 @@ fn run_vm() -> anyhow::Result<()> {
         "restore-daemon {} starting as PID 1",
         env!("CARGO_PKG_VERSION")
     );
-    pid1::load_modules(Path::new(config::MODULES_LIST));
+    kmod::load_boot_modules();
     let ticket = config::read_ticket(Path::new(config::TICKET_PATH))?;
     let watchdog = watchdog::Watchdog::new(Duration::from_secs(cfg.idle_timeout));
     let state = Arc::new(State::new(ticket, watchdog.clone(), PathBuf::from("/mnt")));
@@ -140,7 +141,22 @@ fn run_vm() -> anyhow::Result<()> {
                 disks.len(),
                 started.elapsed().as_millis()
             );
+            // Prefetch the drivers of the filesystems found, so the first
+            // mount rarely waits for them.
+            let mut types: Vec<&'static str> = disks
+                .iter()
+                .flat_map(|d| {
+                    d.buckets
+                        .iter()
+                        .filter_map(|b| mounts::mount_options(b.fstype).map(|(fs, _)| fs))
+                })
+                .collect();
+            types.sort_unstable();
+            types.dedup();
             scan_state.set_disks(disks);
+            for fs in types {
+                kmod::ensure_group(fs);
+            }
         });
         anyhow::Ok(wait_for_end(&state, watchdog).await)
     })?;

@@ -80,6 +80,7 @@ pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBu
     })?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let data_opt = if data.is_empty() { None } else { Some(data) };
+    crate::kmod::ensure_group(fs);
     let started = std::time::Instant::now();
     nix::mount::mount(Some(&bucket.device), &target, Some(fs), flags, data_opt).map_err(|e| {
         let hint = match e {

@@ -1,8 +1,6 @@
-//! Duties of PID 1 in the restore VM: pseudo filesystems, kernel modules,
-//! reaping orphans, and powering off instead of hanging on a fatal error.
+//! Duties of PID 1 in the restore VM: pseudo filesystems, reaping orphans, and powering off instead of hanging on a fatal error.
 
 use nix::mount::{mount, MsFlags};
-use std::path::Path;
 
 /// Mounts /proc, /sys, /dev (devtmpfs) and a tmpfs on /run.
 pub fn mount_pseudo_filesystems() {
@@ -27,46 +25,6 @@ pub fn mount_pseudo_filesystems() {
         }
     }
     let _ = std::fs::create_dir_all("/mnt");
-}
-
-/// Loads the modules listed (one path per line, dependencies first) with
-/// `finit_module`. Failures are logged and skipped: a missing filesystem
-/// driver must not stop the others from working.
-pub fn load_modules(list: &Path) {
-    let text = match std::fs::read_to_string(list) {
-        Ok(t) => t,
-        Err(e) => {
-            log::warn!("no module list {}: {e}", list.display());
-            return;
-        }
-    };
-    let started = std::time::Instant::now();
-    let (mut loaded, mut failed) = (0, 0);
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
-        let file = match std::fs::File::open(line) {
-            Ok(f) => f,
-            Err(e) => {
-                failed += 1;
-                log::warn!("module {line}: {e}");
-                continue;
-            }
-        };
-        match nix::kmod::finit_module(&file, c"", nix::kmod::ModuleInitFlags::empty()) {
-            Ok(()) | Err(nix::errno::Errno::EEXIST) => loaded += 1,
-            Err(e) => {
-                failed += 1;
-                log::warn!("module {line}: {e}");
-            }
-        }
-    }
-    log::info!(
-        "loaded {loaded} kernel modules ({failed} failed) in {} ms",
-        started.elapsed().as_millis()
-    );
 }
 
 /// Reaps exited children forever (PID 1 inherits every orphan).

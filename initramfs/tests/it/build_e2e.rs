@@ -151,12 +151,23 @@ fn builds_pvh_kernel_initramfs_and_boot_json() {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    expected.push("etc/modules.d".to_string());
+    for (group, _) in file_restore_initramfs::MODULE_GROUPS {
+        expected.push(format!("etc/modules.d/{group}.load"));
+    }
     expected.sort();
     assert_eq!(listed, expected);
 
     let entries = newc::parse(&image);
     let get = |name: &str| entries.iter().find(|e| e.name == name).unwrap();
     assert_eq!(get("init").mode, 0o100_755);
+    // The boot group holds virtio_blk after its dependencies, and no filesystem.
+    let boot = String::from_utf8(get("etc/modules.d/boot.load").data.clone()).unwrap();
+    let pos = |m: &str| boot.find(&format!("/lib/modules/{m}.ko")).unwrap_or(usize::MAX);
+    assert!(pos("virtio_ring") < pos("virtio_blk") && pos("virtio_blk") != usize::MAX, "{boot}");
+    assert!(!boot.contains("dm_mod"), "{boot}");
+    let dm = String::from_utf8(get("etc/modules.d/dm.load").data.clone()).unwrap();
+    assert_eq!(dm, "/lib/modules/dm_mod.ko\n");
     assert_eq!(get("init").data, fs::read(&opts.daemon).unwrap());
     assert_eq!(get("tmp").mode, 0o040_755);
     assert_eq!(
