@@ -163,8 +163,14 @@ fn builds_pvh_kernel_initramfs_and_boot_json() {
     assert_eq!(get("init").mode, 0o100_755);
     // The boot group holds virtio_blk after its dependencies, and no filesystem.
     let boot = String::from_utf8(get("etc/modules.d/boot.load").data.clone()).unwrap();
-    let pos = |m: &str| boot.find(&format!("/lib/modules/{m}.ko")).unwrap_or(usize::MAX);
-    assert!(pos("virtio_ring") < pos("virtio_blk") && pos("virtio_blk") != usize::MAX, "{boot}");
+    let pos = |m: &str| {
+        boot.find(&format!("/lib/modules/{m}.ko"))
+            .unwrap_or(usize::MAX)
+    };
+    assert!(
+        pos("virtio_ring") < pos("virtio_blk") && pos("virtio_blk") != usize::MAX,
+        "{boot}"
+    );
     assert!(!boot.contains("dm_mod"), "{boot}");
     let dm = String::from_utf8(get("etc/modules.d/dm.load").data.clone()).unwrap();
     assert_eq!(dm, "/lib/modules/dm_mod.ko\n");
