@@ -6,7 +6,7 @@ BUILD        := build
 GUEST_TARGET := x86_64-unknown-linux-gnu
 PREFIX       ?= /usr/local
 
-.PHONY: all deps build guest initramfs lint test unit-test demo bench install clean
+.PHONY: all deps build guest initramfs install lint test unit-test demo bench install clean
 
 all: build
 
@@ -29,6 +29,16 @@ initramfs: guest
 
 build: initramfs
 	$(CARGO) build --release --workspace
+
+# Installs the CLI, the helper and the boot files; the CLI finds them in
+# $(PREFIX)/lib/file-restore. The helper may be made setuid root by hand
+# (chmod 4755) for kernel vsock; it works without.
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/file-restore
+	install -m 0755 target/release/file-restore $(DESTDIR)$(PREFIX)/bin/file-restore
+	install -m 0644 $(BUILD)/initramfs.img $(DESTDIR)$(PREFIX)/lib/file-restore/initramfs.img
+	if [ -f $(BUILD)/vmlinux ]; then install -m 0644 $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinux; \
+	else install -m 0644 $(BUILD)/vmlinuz $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinuz; fi
 
 lint:
 	$(CARGO) fmt --all -- --check

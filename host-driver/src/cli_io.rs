@@ -199,5 +199,21 @@ pub async fn unpack_stream(
     if let Some(e) = transfer_error {
         return Err(OutputError::Transfer(e).into());
     }
-    Ok(format!("{:?}", result?))
+    let s = result?;
+    let mut parts = vec![
+        format!("{} files", s.files),
+        format!("{} directories", s.dirs),
+        format!("{} symlinks", s.symlinks),
+    ];
+    if s.hardlinks > 0 {
+        parts.push(format!("{} hard links", s.hardlinks));
+    }
+    if s.fifos + s.devices > 0 {
+        parts.push(format!("{} special files", s.fifos + s.devices));
+    }
+    if s.skipped > 0 {
+        parts.push(format!("{} skipped (devices need root)", s.skipped));
+    }
+    parts.push(format!("{} bytes", s.bytes));
+    Ok(parts.join(", "))
 }

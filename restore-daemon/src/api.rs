@@ -19,6 +19,9 @@ use std::sync::Arc;
 /// The body type of every answer.
 pub type Body = BoxBody<Bytes, io::Error>;
 
+/// How long list and extract wait for the disk scan after boot.
+const SCAN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Longest query string accepted.
 const MAX_QUERY: usize = 16 * 1024;
 
@@ -178,6 +181,9 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         return Err(unauthorized());
     }
     state.watchdog.touch();
+    if endpoint != endpoint::STOP {
+        state.wait_for_scan(SCAN_WAIT).await?;
+    }
     match endpoint {
         endpoint::LIST => {
             expect(Method::GET)?;

@@ -8,12 +8,13 @@ use file_restore_wire::{BucketStatus, DiskStatus, ScanState, MAX_CONCURRENT_EXTR
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 /// Shared daemon state.
 pub struct State {
     disks: RwLock<Vec<Arc<Disk>>>,
     scan_done: AtomicBool,
+    scan_watch: watch::Sender<bool>,
     /// The ticket every authenticated call must present.
     pub ticket: String,
     /// Idle tracking.
@@ -32,6 +33,7 @@ impl State {
         State {
             disks: RwLock::new(Vec::new()),
             scan_done: AtomicBool::new(false),
+            scan_watch: watch::channel(false).0,
             ticket,
             watchdog,
             mount_base,
@@ -46,6 +48,25 @@ impl State {
             *d = disks.into_iter().map(Arc::new).collect();
         }
         self.scan_done.store(true, Ordering::SeqCst);
+        self.scan_watch.send_replace(true);
+    }
+
+    /// Waits until the disk scan has finished (at most `limit`), so that a
+    /// listing right after boot is complete rather than empty.
+    pub async fn wait_for_scan(&self, limit: std::time::Duration) -> Result<(), ApiError> {
+        let mut rx = self.scan_watch.subscribe();
+        let done =
+            tokio::time::timeout(limit, async { rx.wait_for(|done| *done).await.is_ok() }).await;
+        match done {
+            Ok(true) => Ok(()),
+            _ => Err(ApiError::new(
+                hyper::StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the disk scan has not finished after {} s; try again",
+                    limit.as_secs()
+                ),
+            )),
+        }
     }
 
     /// The disks found so far.
