@@ -30,12 +30,14 @@ initramfs: guest
 build: initramfs
 	$(CARGO) build --release --workspace
 
-# Installs the CLI, the helper and the boot files; the CLI finds them in
-# $(PREFIX)/lib/file-restore. The helper may be made setuid root by hand
-# (chmod 4755) for kernel vsock; it works without.
+# Installs the CLI, the helper and the boot files (root-owned: a setuid
+# helper accepts only root-controlled boot files). The CLI finds them in
+# $(PREFIX)/lib/file-restore. `chmod 4755` on the helper enables kernel vsock
+# for ordinary users where /dev/vhost-vsock exists; it works without.
 install: build
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/file-restore
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/file-restore
 	install -m 0755 target/release/file-restore $(DESTDIR)$(PREFIX)/bin/file-restore
+	install -m 0755 target/release/file-restore-helper $(DESTDIR)$(PREFIX)/lib/file-restore/file-restore-helper
 	install -m 0644 $(BUILD)/initramfs.img $(DESTDIR)$(PREFIX)/lib/file-restore/initramfs.img
 	if [ -f $(BUILD)/vmlinux ]; then install -m 0644 $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinux; \
 	else install -m 0644 $(BUILD)/vmlinuz $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinuz; fi

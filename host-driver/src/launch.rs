@@ -1,7 +1,8 @@
-//! Starting a restore VM: choose transport and accelerator, build the per-VM
-//! initramfs, start the vsock sidecar and QEMU (both detached, so the VM
-//! outlives this invocation and is reused by later ones) and wait until the
-//! daemon answers.
+//! Starting a restore VM: choose transport and accelerator, start the vsock
+//! sidecar (as the user) and QEMU through `file-restore-helper` (which
+//! builds the per-VM initramfs with the ticket and execs QEMU; both are
+//! detached, so the VM outlives this invocation and is reused by later ones)
+//! and wait until the daemon answers.
 //!
 //! Failures are reported with the tail of the guest console and of QEMU's
 //! stderr; nothing is left running and the VM's run directory is removed (its
@@ -11,18 +12,21 @@
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::client::DaemonClient;
+use crate::helper_protocol::{self, DiskRequest, DiskSource, ALLOWED_FORMATS};
 use crate::initrd::{self, InitrdError};
 use crate::process::{find_program, tail_lines};
 use crate::qemu::{self, Accel};
 use crate::transport::VsockAddr;
-use crate::vm_process::{self, AttemptError, LaunchPlan, TransportPlan};
+use crate::vm_process::{
+    self, disk_source, plain_absolute, AttemptError, LaunchPlan, TransportPlan,
+};
 
 #[path = "launch_error.rs"]
 mod error;
@@ -74,8 +78,9 @@ pub enum TransportPreference {
 /// One disk image to attach.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageSpec {
-    /// The image file, or `/dev/fd/N` for a descriptor this process holds
-    /// open (QEMU inherits it under the same number, close-on-exec or not).
+    /// The image file, `/dev/fd/N` for a descriptor this process holds open
+    /// (the helper and QEMU inherit it under the same number, close-on-exec
+    /// or not), or an `nbd://` / `nbd+unix://` URI.
     pub path: PathBuf,
     /// QEMU format (`raw`, `qcow2`, …).
     pub format: String,
@@ -125,8 +130,11 @@ pub struct LaunchOptions {
     pub base_dir: PathBuf,
     /// Time limits.
     pub timeouts: LaunchTimeouts,
-    /// QEMU binary (looked up on `$PATH` without a `/`).
+    /// QEMU binary (looked up on `$PATH` without a `/`). A setuid helper
+    /// accepts only [`helper_protocol::QEMU_PATHS`].
     pub qemu_binary: PathBuf,
+    /// `file-restore-helper`; `None`: [`helper_protocol::locate_helper`].
+    pub helper_binary: Option<PathBuf>,
     /// vhost-user vsock sidecar binary (looked up on `$PATH` without a `/`).
     pub vhost_user_binary: PathBuf,
     /// The daemon's vsock port.
@@ -155,6 +163,7 @@ impl LaunchOptions {
             base_dir: base_dir.into(),
             timeouts: LaunchTimeouts::default(),
             qemu_binary: qemu::QEMU_BINARY.into(),
+            helper_binary: None,
             vhost_user_binary: VHOST_USER_BINARY.into(),
             port: file_restore_wire::DEFAULT_PORT,
             cpus: 1,
@@ -217,10 +226,28 @@ pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
             program: opts.qemu_binary.clone(),
             hint: " (install qemu-system-x86)".into(),
         })?;
-    let transport = choose_transport(&opts)?;
+    // Resolved, so that a setuid helper can match it against its fixed list.
+    let qemu_binary = std::fs::canonicalize(&qemu_binary).unwrap_or(qemu_binary);
+    let helper = match &opts.helper_binary {
+        Some(h) => h.clone(),
+        None => helper_protocol::locate_helper().map_err(|hint| LaunchError::MissingProgram {
+            program: helper_protocol::HELPER_NAME.into(),
+            hint: format!(": {hint}"),
+        })?,
+    };
+    let transport = choose_transport(&opts, &helper)?;
     let accels = choose_accels(opts.accel)?;
     let run_dir = create_run_dir(&opts.base_dir)?;
-    let result = start_in(&opts, &qemu_binary, transport, &accels, &run_dir).await;
+    // The helper takes plain absolute paths only.
+    let kernel = plain_absolute(&opts.kernel);
+    let initramfs = plain_absolute(&opts.initramfs);
+    let binaries = Binaries {
+        helper: &helper,
+        qemu: &qemu_binary,
+        kernel: &kernel,
+        initramfs: &initramfs,
+    };
+    let result = start_in(&opts, binaries, transport, &accels, &run_dir).await;
     if result.is_err() {
         keep_failure_logs(&opts.base_dir, &run_dir);
         if let Err(e) = std::fs::remove_dir_all(&run_dir) {
@@ -228,6 +255,15 @@ pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
         }
     }
     result
+}
+
+/// The helper and what it is asked to run, resolved.
+#[derive(Clone, Copy)]
+struct Binaries<'a> {
+    helper: &'a Path,
+    qemu: &'a Path,
+    kernel: &'a Path,
+    initramfs: &'a Path,
 }
 
 /// The transport once chosen (sidecar binary resolved).
@@ -239,21 +275,20 @@ enum ChosenTransport {
 
 async fn start_in(
     opts: &LaunchOptions,
-    qemu_binary: &Path,
+    binaries: Binaries<'_>,
     transport: ChosenTransport,
     accels: &[Accel],
     run_dir: &Path,
 ) -> Result<RunningVm, LaunchError> {
     let ticket = initrd::new_ticket()?;
-    let initrd = initrd::build_vm_initrd(&opts.initramfs, &ticket)?;
     let names: Vec<&str> = opts.images.iter().map(|i| i.name.as_str()).collect();
     let serials = qemu::disk_serials(&names);
-    let disks: Vec<qemu::DiskSpec> = opts
+    let disks: Vec<DiskRequest> = opts
         .images
         .iter()
         .zip(serials)
-        .map(|(i, serial)| qemu::DiskSpec {
-            path: i.path.clone(),
+        .map(|(i, serial)| DiskRequest {
+            source: disk_source(&i.path),
             format: i.format.clone(),
             serial,
         })
@@ -271,12 +306,13 @@ async fn start_in(
                 },
             };
             let plan = LaunchPlan {
-                qemu_binary,
+                helper: binaries.helper,
+                qemu_binary: binaries.qemu,
                 run_dir,
                 accel,
                 transport: transport_plan,
-                kernel: &opts.kernel,
-                initrd: &initrd,
+                kernel: binaries.kernel,
+                initramfs: binaries.initramfs,
                 disks: &disks,
                 memory_mib: opts
                     .memory_mib
@@ -330,6 +366,7 @@ fn with_kept_log_paths(mut err: LaunchError, base_dir: &Path) -> LaunchError {
         | LaunchError::NotReady { logs, .. }
         | LaunchError::Daemon { logs, .. } => logs.console_log = base_dir.join(FAILED_CONSOLE_LOG),
         LaunchError::Sidecar { log, .. } => *log = base_dir.join(FAILED_SIDECAR_LOG),
+        LaunchError::Helper { log, .. } => *log = base_dir.join(FAILED_QEMU_STDERR),
         _ => {}
     }
     err
@@ -396,22 +433,25 @@ fn check_inputs(opts: &LaunchOptions) -> Result<(), LaunchError> {
         });
     }
     for image in &opts.images {
-        let fmt_ok = !image.format.is_empty()
-            && image
-                .format
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !fmt_ok {
-            return Err(LaunchError::Image {
-                path: image.path.clone(),
-                reason: format!("invalid format name {:?}", image.format),
-            });
+        let bad = |reason: String| LaunchError::Image {
+            path: image.path.clone(),
+            reason,
+        };
+        if !ALLOWED_FORMATS.contains(&image.format.as_str()) {
+            return Err(bad(format!(
+                "invalid format name {:?}; file-restore-helper accepts {}",
+                image.format,
+                ALLOWED_FORMATS.join(", ")
+            )));
         }
-        if let Err(e) = std::fs::metadata(&image.path) {
-            return Err(LaunchError::Image {
-                path: image.path.clone(),
-                reason: e.to_string(),
-            });
+        if image.path.to_str().is_none() {
+            return Err(bad(
+                "the path is not valid UTF-8, which the helper request cannot carry; rename it"
+                    .into(),
+            ));
+        }
+        if let DiskSource::Path(path) = disk_source(&image.path) {
+            std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
         }
     }
     Ok(())
@@ -421,22 +461,39 @@ fn open_rw(path: &str) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
 }
 
-fn choose_transport(opts: &LaunchOptions) -> Result<ChosenTransport, LaunchError> {
+fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTransport, LaunchError> {
     let sidecar = || {
         find_program(&opts.vhost_user_binary).ok_or_else(|| LaunchError::MissingProgram {
             program: opts.vhost_user_binary.clone(),
             hint: format!(" on PATH; install it with `{VHOST_USER_INSTALL_HINT}`"),
         })
     };
+    // The helper opens /dev/vhost-vsock: it is usable when we can open it,
+    // or when the helper is setuid root and the device exists.
+    let kernel_vsock = || -> io::Result<()> {
+        match open_rw(helper_protocol::VHOST_VSOCK_DEVICE) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                let is_device = std::fs::metadata(helper_protocol::VHOST_VSOCK_DEVICE)
+                    .is_ok_and(|m| m.file_type().is_char_device());
+                if is_device && helper_protocol::helper_is_setuid_root(helper) {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    };
     match opts.transport {
-        TransportPreference::Kernel => open_rw("/dev/vhost-vsock")
-            .map(|_| ChosenTransport::Kernel)
+        TransportPreference::Kernel => kernel_vsock()
+            .map(|()| ChosenTransport::Kernel)
             .map_err(LaunchError::KernelVsockUnavailable),
         TransportPreference::VhostUser => Ok(ChosenTransport::VhostUser {
             sidecar: sidecar()?,
         }),
-        TransportPreference::Auto => match open_rw("/dev/vhost-vsock") {
-            Ok(_) => Ok(ChosenTransport::Kernel),
+        TransportPreference::Auto => match kernel_vsock() {
+            Ok(()) => Ok(ChosenTransport::Kernel),
             Err(e) => match sidecar() {
                 Ok(sidecar) => Ok(ChosenTransport::VhostUser { sidecar }),
                 Err(_) => Err(LaunchError::NoTransport {

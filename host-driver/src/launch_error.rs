@@ -129,6 +129,19 @@ pub enum LaunchError {
         /// Log tails.
         logs: FailureLogs,
     },
+    /// `file-restore-helper` refused the request or failed before it
+    /// could exec QEMU.
+    #[error("{helper} did not start QEMU ({status}): {message} (log: {log})")]
+    Helper {
+        /// The helper binary.
+        helper: PathBuf,
+        /// Its error lines (without the `file-restore-helper: ` prefix).
+        message: String,
+        /// Its exit status.
+        status: String,
+        /// The log holding its stderr.
+        log: PathBuf,
+    },
     /// Every CID tried was in use.
     #[error("no free vsock CID in {first}..{}: all in use", first + CID_ATTEMPTS)]
     CidsExhausted {

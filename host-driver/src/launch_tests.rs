@@ -84,3 +84,47 @@ fn running_vm_json_roundtrip_and_debug_redacts() {
     assert_eq!(serde_json::from_str::<RunningVm>(&j).unwrap(), vm);
     assert!(!format!("{vm:?}").contains("secret-ticket"));
 }
+
+#[test]
+fn disk_sources_for_the_helper() {
+    assert_eq!(disk_source(Path::new("/dev/fd/9")), DiskSource::Fd(9));
+    assert_eq!(
+        disk_source(Path::new("nbd+unix:///e?socket=/run/nbd.sock")),
+        DiskSource::Nbd("nbd+unix:///e?socket=/run/nbd.sock".into())
+    );
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(
+        disk_source(Path::new("rel/disk.img")),
+        DiskSource::Path(cwd.join("rel/disk.img"))
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(real.join("a")).unwrap();
+    std::fs::write(real.join("disk.img"), b"").unwrap();
+    let dotted = real.join("a/../disk.img");
+    assert_eq!(
+        disk_source(&dotted),
+        DiskSource::Path(real.join("disk.img"))
+    );
+}
+
+#[test]
+fn nbd_images_are_not_stat_ed_and_formats_follow_the_helper() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinux");
+    let initrd = dir.path().join("initramfs.img");
+    std::fs::write(&kernel, b"k").unwrap();
+    std::fs::write(&initrd, b"i").unwrap();
+    let nbd = ImageSpec {
+        path: "nbd://backup.example/disk0".into(),
+        format: "raw".into(),
+        name: "nbd".into(),
+    };
+    let opts = LaunchOptions::new(&kernel, &initrd, vec![nbd.clone()], dir.path());
+    check_inputs(&opts).unwrap();
+    let mut cloop = nbd;
+    cloop.format = "cloop".into();
+    let opts = LaunchOptions::new(&kernel, &initrd, vec![cloop], dir.path());
+    let e = check_inputs(&opts).unwrap_err().to_string();
+    assert!(e.contains("cloop") && e.contains("qcow2"), "{e}");
+}

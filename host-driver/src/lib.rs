@@ -7,8 +7,11 @@
 //! - [`client`]: the daemon's HTTP API.
 //! - [`teardown`]: stopping a VM, liveness of a recorded VM.
 //! - [`initrd`]: the ticket and the per-VM initramfs memfd.
+//! - [`helper_protocol`]: the request to `file-restore-helper`, which
+//!   starts QEMU (the only part that may be installed setuid root).
 
 pub mod client;
+pub mod helper_protocol;
 pub mod initrd;
 pub mod launch;
 pub mod process;

@@ -28,9 +28,20 @@ pub(crate) fn spawn_detached(
     log: &File,
     inherit: &[RawFd],
 ) -> io::Result<tokio::process::Child> {
+    spawn_detached_with_stdin(program, args, log, inherit, Stdio::null())
+}
+
+/// [`spawn_detached`] with the given stdin (e.g. a pipe for a request).
+pub(crate) fn spawn_detached_with_stdin(
+    program: &Path,
+    args: &[OsString],
+    log: &File,
+    inherit: &[RawFd],
+    stdin: Stdio,
+) -> io::Result<tokio::process::Child> {
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
-        .stdin(Stdio::null())
+        .stdin(stdin)
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?)
         .kill_on_drop(false);

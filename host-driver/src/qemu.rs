@@ -11,6 +11,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
@@ -55,6 +56,9 @@ pub enum TransportSpec {
     Kernel {
         /// The guest's context id.
         cid: u32,
+        /// An inherited descriptor of `/dev/vhost-vsock` (opened by the
+        /// helper while privileged); `None`: QEMU opens the device itself.
+        vhostfd: Option<RawFd>,
     },
     /// A vhost-user-vsock device served by a sidecar on this socket.
     VhostUser {
@@ -149,8 +153,12 @@ impl VmConfig {
         a.push2("-initrd", self.initramfs_fd_path.as_str());
         a.push2("-append", KERNEL_CMDLINE);
         match &self.transport {
-            TransportSpec::Kernel { cid } => {
-                a.push2("-device", format!("vhost-vsock-pci,guest-cid={cid}"));
+            TransportSpec::Kernel { cid, vhostfd } => {
+                let mut dev = format!("vhost-vsock-pci,guest-cid={cid}");
+                if let Some(fd) = vhostfd {
+                    dev.push_str(&format!(",vhostfd={fd}"));
+                }
+                a.push2("-device", dev);
             }
             TransportSpec::VhostUser { socket } => {
                 let mut c = OsString::from("socket,id=vsock0,path=");
@@ -358,7 +366,13 @@ mod tests {
 
     #[test]
     fn kvm_kernel_vsock_command_line() {
-        let mut c = config(Accel::Kvm, TransportSpec::Kernel { cid: 2570 });
+        let mut c = config(
+            Accel::Kvm,
+            TransportSpec::Kernel {
+                cid: 2570,
+                vhostfd: None,
+            },
+        );
         c.memory_mib = 320;
         c.cpus = 2;
         let a = args_str(&c);
@@ -370,12 +384,28 @@ mod tests {
         assert!(has_pair(&a, "-smp", "2"));
         assert!(has_pair(&a, "-device", "vhost-vsock-pci,guest-cid=2570"));
         assert!(!a.iter().any(|x| x.contains("vhost-user")));
+        c.transport = TransportSpec::Kernel {
+            cid: 2570,
+            vhostfd: Some(5),
+        };
+        let a = args_str(&c);
+        assert!(has_pair(
+            &a,
+            "-device",
+            "vhost-vsock-pci,guest-cid=2570,vhostfd=5"
+        ));
     }
 
     #[test]
     fn ticket_free_args() {
         // The command line never carries anything but the fd path for the initramfs.
-        let c = config(Accel::Tcg, TransportSpec::Kernel { cid: 10 });
+        let c = config(
+            Accel::Tcg,
+            TransportSpec::Kernel {
+                cid: 10,
+                vhostfd: None,
+            },
+        );
         let a = args_str(&c);
         assert_eq!(a.iter().filter(|x| x.contains("/dev/fd/7")).count(), 1);
     }

@@ -1,22 +1,31 @@
 //! One attempt at starting a VM with a fixed accelerator and transport: the
-//! vsock sidecar (vhost-user only), QEMU, and the wait for the daemon.
-//! [`crate::launch`] decides what to try and in which order.
+//! vsock sidecar (vhost-user only), QEMU through `file-restore-helper`, and
+//! the wait for the daemon. [`crate::launch`] decides what to try and in
+//! which order.
+//!
+//! QEMU is never spawned directly: the helper gets one
+//! [`HelperRequest`] on stdin, checks it, builds the per-VM initramfs and
+//! execs QEMU in its own place, so the pid spawned here is QEMU's.
 
 use std::cell::RefCell;
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::time::Instant;
 
 use crate::client::{ClientError, DaemonClient};
-use crate::initrd::VmInitrd;
+use crate::helper_protocol::{
+    self, Action, DiskRequest, DiskSource, HelperRequest, TransportRequest, MESSAGE_PREFIX,
+    PROTOCOL_VERSION,
+};
 use crate::launch::{create_log, failure_logs, unix_now, LaunchError, LaunchTimeouts, RunningVm};
-use crate::process::{spawn_detached, tail_lines};
-use crate::qemu::{Accel, DiskSpec, TransportSpec, VmConfig};
+use crate::process::{spawn_detached, spawn_detached_with_stdin, tail_lines};
+use crate::qemu::Accel;
 use crate::transport::VsockAddr;
 
 /// Console log file in the run directory.
@@ -49,13 +58,14 @@ pub(crate) enum TransportPlan {
 
 /// Everything one attempt needs.
 pub(crate) struct LaunchPlan<'a> {
+    pub helper: &'a Path,
     pub qemu_binary: &'a Path,
     pub run_dir: &'a Path,
     pub accel: Accel,
     pub transport: TransportPlan,
     pub kernel: &'a Path,
-    pub initrd: &'a VmInitrd,
-    pub disks: &'a [DiskSpec],
+    pub initramfs: &'a Path,
+    pub disks: &'a [DiskRequest],
     pub memory_mib: u32,
     pub cpus: u32,
     pub port: u32,
@@ -102,7 +112,7 @@ pub(crate) async fn launch_once(plan: &LaunchPlan<'_>) -> Result<RunningVm, Atte
                 cid: *cid,
                 port: plan.port,
             },
-            TransportSpec::Kernel { cid: *cid },
+            TransportRequest::Kernel { cid: *cid },
         ),
         TransportPlan::VhostUser { sidecar } => {
             let child = start_sidecar(plan, sidecar).await?;
@@ -112,45 +122,46 @@ pub(crate) async fn launch_once(plan: &LaunchPlan<'_>) -> Result<RunningVm, Atte
                     path: run_dir.join(HYBRID_SOCKET),
                     port: plan.port,
                 },
-                TransportSpec::VhostUser {
+                TransportRequest::VhostUser {
                     socket: run_dir.join(VHOST_USER_SOCKET),
                 },
             )
         }
     };
 
-    let config = VmConfig {
+    let request = HelperRequest {
+        version: PROTOCOL_VERSION,
+        action: Action::Start,
+        qemu: Some(plan.qemu_binary.to_path_buf()),
         kernel: plan.kernel.to_path_buf(),
-        initramfs_fd_path: plan.initrd.fd_path(),
+        initramfs: plan.initramfs.to_path_buf(),
+        ticket: plan.ticket.to_string(),
         disks: plan.disks.to_vec(),
         memory_mib: plan.memory_mib,
         cpus: plan.cpus,
         accel: plan.accel,
         transport,
+        run_dir: run_dir.to_path_buf(),
         console_log: console_log.clone(),
         qmp_socket: qmp_socket.clone(),
     };
-    let mut inherit: Vec<RawFd> = vec![plan.initrd.raw_fd()];
-    inherit.extend(plan.disks.iter().filter_map(|d| inherited_fd(&d.path)));
-
-    let spawned = create_log(&run_dir.join(QEMU_STDERR))
-        .and_then(|log| spawn_detached(plan.qemu_binary, &config.to_args(), &log, &inherit));
-    let mut qemu = match spawned {
+    let mut qemu = match start_helper(plan, &request).await {
         Ok(child) => child,
         Err(source) => {
             if let Some(s) = sidecar.as_mut() {
                 kill_and_reap(s).await;
             }
             return Err(LaunchError::Spawn {
-                program: plan.qemu_binary.to_path_buf(),
+                program: plan.helper.to_path_buf(),
                 source,
             }
             .into());
         }
     };
     log::debug!(
-        "started {} ({}) pid {:?} in {}",
+        "started {} through {} ({}) pid {:?} in {}",
         plan.qemu_binary.display(),
+        plan.helper.display(),
         plan.accel,
         qemu.id(),
         run_dir.display()
@@ -189,6 +200,17 @@ pub(crate) async fn launch_once(plan: &LaunchPlan<'_>) -> Result<RunningVm, Atte
 /// Turns a readiness failure into the attempt's error, reading the logs.
 fn attempt_error(plan: &LaunchPlan<'_>, why: NotReady) -> AttemptError {
     let logs = failure_logs(plan.run_dir);
+    if let NotReady::QemuExited(status) = &why {
+        if let Some(message) = helper_message(&logs.stderr_tail) {
+            return LaunchError::Helper {
+                helper: plan.helper.to_path_buf(),
+                message,
+                status: status.clone(),
+                log: plan.run_dir.join(QEMU_STDERR),
+            }
+            .into();
+        }
+    }
     let err = match why {
         NotReady::QemuExited(status) => {
             if matches!(plan.transport, TransportPlan::Kernel { .. })
@@ -225,6 +247,73 @@ fn attempt_error(plan: &LaunchPlan<'_>, why: NotReady) -> AttemptError {
 pub(crate) fn is_cid_in_use(text: &str) -> bool {
     text.contains("unable to set guest cid")
         && (text.contains("Address already in use") || text.contains("EADDRINUSE"))
+}
+
+/// The helper's own error lines (it stopped before exec'ing QEMU), if any.
+fn helper_message(stderr_tail: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr_tail
+        .lines()
+        .filter_map(|l| l.strip_prefix(MESSAGE_PREFIX))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// Spawns the helper (detached, in its own session, stdout and stderr to
+/// QEMU's log, the disks' descriptors inherited) and writes the request to
+/// its stdin. The helper execs QEMU, so the child is QEMU.
+async fn start_helper(plan: &LaunchPlan<'_>, request: &HelperRequest) -> std::io::Result<Child> {
+    let json = serde_json::to_vec(request)?;
+    let log = create_log(&plan.run_dir.join(QEMU_STDERR))?;
+    let mut child = spawn_detached_with_stdin(
+        plan.helper,
+        &[],
+        &log,
+        &request.inherited_fds(),
+        Stdio::piped(),
+    )?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // The request is far below a pipe's capacity; a helper that died
+        // early (EPIPE) is reported by the readiness wait with its log.
+        let written = tokio::time::timeout(Duration::from_secs(5), async {
+            stdin.write_all(&json).await?;
+            stdin.shutdown().await
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => log::debug!("writing the request to {}: {e}", plan.helper.display()),
+            Err(_) => log::debug!("writing the request to {} timed out", plan.helper.display()),
+        }
+    }
+    Ok(child)
+}
+
+/// How the helper gets an image: `/dev/fd/N` as an inherited descriptor, an
+/// NBD URI as such, anything else as an absolute path (made plain, as the
+/// helper requires, by resolving it when it holds `.` or `..`).
+pub(crate) fn disk_source(path: &Path) -> DiskSource {
+    if let Some(fd) = inherited_fd(path) {
+        return DiskSource::Fd(fd);
+    }
+    if let Some(uri) = path
+        .to_str()
+        .filter(|p| p.starts_with("nbd://") || p.starts_with("nbd+unix://"))
+    {
+        return DiskSource::Nbd(uri.to_string());
+    }
+    DiskSource::Path(plain_absolute(path))
+}
+
+/// `path` as an absolute path without `.`/`..` components (resolved only
+/// when needed, so an image keeps the name its relative backing files are
+/// resolved against).
+pub(crate) fn plain_absolute(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if helper_protocol::is_plain_absolute(&abs) {
+        abs
+    } else {
+        std::fs::canonicalize(path).unwrap_or(abs)
+    }
 }
 
 /// The descriptor number of a `/dev/fd/N` path.
