@@ -256,6 +256,33 @@ pub fn query_escape(s: &str) -> String {
     out
 }
 
+/// Converts seconds since the epoch to a UTC civil date and time
+/// (year, month, day, hour, minute, second): zip timestamps in the daemon,
+/// text listings in the CLI.
+pub fn civil_from_unix(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = if m <= 2 { y + 1 } else { y };
+    (
+        y,
+        m,
+        d,
+        (rem / 3600) as u32,
+        ((rem % 3600) / 60) as u32,
+        (rem % 60) as u32,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +314,14 @@ mod tests {
         assert_eq!(v["target"], "/etc");
         assert!(v["mtime"].is_null());
         assert!(v.get("fstype").is_none());
+    }
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_unix(0), (1970, 1, 1, 0, 0, 0));
+        assert_eq!(civil_from_unix(1_700_000_000), (2023, 11, 14, 22, 13, 20));
+        assert_eq!(civil_from_unix(951_782_400), (2000, 2, 29, 0, 0, 0));
+        assert_eq!(civil_from_unix(-1), (1969, 12, 31, 23, 59, 59));
     }
 
     #[test]

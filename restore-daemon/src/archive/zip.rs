@@ -2,7 +2,8 @@
 //! under TCG the guest CPU is the bottleneck, and level 1 keeps most of the
 //! size win for text at a fraction of the cost.
 
-use super::{civil_from_unix, ArchiveSink, Meta, Special};
+use super::{ArchiveSink, Meta, Special};
+use file_restore_wire::civil_from_unix;
 use std::fs::File;
 use std::io::{self, Write};
 use zip::write::{SimpleFileOptions, StreamWriter};
