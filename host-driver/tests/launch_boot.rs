@@ -32,6 +32,12 @@ fn boot_files() -> Option<(PathBuf, PathBuf)> {
     let info = match BootInfo::read(&json) {
         Ok(info) => info,
         Err(e) => {
+            // In CI (make test builds first) a missing build is a failure.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "no usable {} ({e}): run make build",
+                json.display()
+            );
             eprintln!(
                 "skipping: no usable {} ({e}); build the initramfs first",
                 json.display()
@@ -210,6 +216,69 @@ async fn boot_list_extract_stop() {
     eprintln!("stop took {:?}", t.elapsed());
     assert!(!is_alive(&vm));
     assert!(!vm.run_dir.exists(), "run dir left");
+    let left = processes_mentioning(&base);
+    assert!(left.is_empty(), "leftover processes: {left:?}");
+}
+
+/// One VM, three disks in three container formats: each disk is found by its
+/// serial and serves its own content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_disks_raw_qcow2_vmdk() {
+    let Some((kernel, initramfs)) = boot_files() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut images = Vec::new();
+    for (i, format) in ["raw", "qcow2", "vmdk"].iter().enumerate() {
+        let sub = dir.path().join(format);
+        std::fs::create_dir_all(&sub).unwrap();
+        let raw = ext4_image(&sub, format!("payload of the {format} disk").as_bytes());
+        let path = if *format == "raw" {
+            raw
+        } else {
+            let out = sub.join(format!("disk.{format}"));
+            let st = Command::new("qemu-img")
+                .args(["convert", "-O", format])
+                .arg(&raw)
+                .arg(&out)
+                .status()
+                .unwrap();
+            assert!(st.success(), "qemu-img convert to {format}");
+            out
+        };
+        images.push(ImageSpec {
+            path,
+            format: format.to_string(),
+            name: format!("disk{i}-{format}"),
+        });
+    }
+    let base = dir.path().join("run");
+    let vm = start_vm(LaunchOptions::new(&kernel, &initramfs, images, &base))
+        .await
+        .unwrap_or_else(|e| panic!("start_vm failed:\n{e}"));
+    let _guard = KillOnDrop(vm.clone());
+    let client = vm.client();
+    let root = client.list(b"/").await.expect("list /");
+    assert_eq!(
+        names(&root),
+        ["disk0-raw", "disk1-qcow2", "disk2-vmdk"],
+        "{root:?}"
+    );
+    for (i, format) in ["raw", "qcow2", "vmdk"].iter().enumerate() {
+        let path = format!("/disk{i}-{format}/raw/raw/sub/data.bin");
+        let mut s = client
+            .extract(path.as_bytes(), ExtractFormat::Plain, false, None)
+            .await
+            .unwrap_or_else(|e| panic!("extract {path}: {e}"));
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert_eq!(
+            got,
+            format!("payload of the {format} disk").as_bytes(),
+            "{path}"
+        );
+    }
+    stop_vm(&vm, Duration::from_secs(5)).await.expect("stop_vm");
     let left = processes_mentioning(&base);
     assert!(left.is_empty(), "leftover processes: {left:?}");
 }
