@@ -27,7 +27,7 @@ die() { echo "deps.sh: error: $*" >&2; exit 1; }
 PKGS=(
     qemu-system-x86 qemu-utils linux-image-amd64
     e2fsprogs xfsprogs btrfs-progs dosfstools mtools exfatprogs squashfs-tools xorriso
-    lvm2 fdisk cpio xz-utils zstd jq python3 util-linux curl
+    lvm2 fdisk cpio xz-utils zstd jq python3 util-linux curl unzip
     busybox  # tests/fixtures/vmcheck.sh
 )
 if [ "$BENCH" = 1 ]; then

@@ -94,6 +94,16 @@ pub async fn write_file_atomically(
         written += chunk.len() as u64;
         bar.inc(chunk.len() as u64);
     }
+    // tempfile creates 0600; the result should look like any new file.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = 0o666 & !current_umask();
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(|e| OutputError::Write {
+            what: "setting the mode of",
+            path: shown.clone(),
+            source: e,
+        })?;
     tmp.as_file().sync_all().map_err(|e| OutputError::Write {
         what: "syncing",
         path: shown.clone(),
@@ -117,6 +127,13 @@ pub async fn write_file_atomically(
         }
     })?;
     Ok(written)
+}
+
+/// The process umask (read by setting and restoring it).
+fn current_umask() -> u32 {
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(old);
+    old.bits()
 }
 
 /// A `Read` over chunks handed across threads.

@@ -11,6 +11,7 @@
 mod chain;
 mod escape;
 mod qemu_img;
+mod sanity;
 #[cfg(test)]
 mod tests;
 
@@ -140,6 +141,22 @@ pub enum SourceError {
         reason: String,
     },
     /// A backing chain longer than [`MAX_CHAIN_DEPTH`].
+    /// A file qemu reads as raw bytes but that holds no disk.
+    #[error("'{path}' does not look like a disk image: {reason}")]
+    NotADisk {
+        /// The file.
+        path: PathBuf,
+        /// What was looked for.
+        reason: String,
+    },
+    /// `qemu-img check` found the image damaged.
+    #[error("'{path}' is damaged ({detail}); it may be truncated or corrupt: check it with 'qemu-img check' or restore it from another copy")]
+    Damaged {
+        /// The image.
+        path: PathBuf,
+        /// What qemu-img check reported.
+        detail: String,
+    },
     #[error("backing chain of '{image}' is longer than {max} images: refused")]
     ChainTooDeep {
         /// The top image.
@@ -424,6 +441,9 @@ pub fn resolve_images(src: &Source) -> Result<Vec<DiskImage>, SourceError> {
     for f in files {
         let info = qemu_img::info(&f.path, None)?;
         check_backing_chain(&f.path, &store_root_for(&f.path))?;
+        // A blank raw disk in a snapshot directory is normal (a scratch
+        // disk); a lone SOURCE file that holds no disk is a mistake.
+        sanity::check_content(&f.path, &info.format, matches!(src, Source::Image(_)))?;
         for (what, file) in info.external_files() {
             if what == "vmdk extent" {
                 let p = f.path.parent().unwrap_or(Path::new("/")).join(file);

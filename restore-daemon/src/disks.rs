@@ -6,9 +6,9 @@
 //! without partitions is one `raw/raw` bucket. In dev mode the buckets are
 //! given on the command line instead (loop devices with offsets).
 
-use crate::fstype::{self, FsType};
 use crate::mounts::MountState;
 use crate::vpath::BucketKind;
+use file_restore_fsmagic::{self as fstype, FsType};
 use std::fs;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};

@@ -17,7 +17,6 @@ mod confine;
 mod disks;
 mod error;
 mod extract;
-mod fstype;
 mod kmod;
 mod listing;
 mod mounts;

@@ -7,7 +7,7 @@
 
 use crate::disks::Bucket;
 use crate::error::ApiError;
-use crate::fstype::FsType;
+use file_restore_fsmagic::FsType;
 use hyper::StatusCode;
 use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};

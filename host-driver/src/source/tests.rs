@@ -103,9 +103,13 @@ fn image_file_and_formats() {
     assert_eq!(disks[0].virtual_size, 1 << 20);
     assert_ne!(disks[0].identity.ino, 0);
 
-    // A raw image named .img is detected as raw, not guessed from its name.
+    // A raw image named .img is detected as raw, not guessed from its name
+    // (it holds an MBR signature, so it is a disk).
     let r = dir.path().join("data.img");
-    fs::write(&r, vec![0u8; 4096]).unwrap();
+    let mut mbr = vec![0u8; 4096];
+    mbr[510] = 0x55;
+    mbr[511] = 0xAA;
+    fs::write(&r, mbr).unwrap();
     let disks = resolve_images(&parse_source(r.to_str().unwrap()).unwrap()).unwrap();
     assert_eq!(disks[0].format, "raw");
     assert_eq!(disks[0].virtual_size, 4096);

@@ -49,10 +49,14 @@ fn options(meta: &Meta) -> SimpleFileOptions {
 
 impl<W: Write> ArchiveSink for ZipSink<W> {
     fn dir(&mut self, path: &[u8], meta: &Meta) -> io::Result<()> {
+        // An empty entry whose name ends in '/' is a directory to every
+        // unzipper; writing it this way keeps non-UTF-8 names byte-exact
+        // (add_directory only takes a String).
         let mut name = path.to_vec();
         name.push(b'/');
+        let opts = options(meta).compression_method(CompressionMethod::Stored);
         self.zip
-            .add_directory(String::from_utf8_lossy(&name), options(meta))
+            .start_file_with_options(opts.name(&name))
             .map_err(zip_err)
     }
 
@@ -79,6 +83,8 @@ impl<W: Write> ArchiveSink for ZipSink<W> {
         )))
     }
 
+    /// zip stores symlinks only with UTF-8 names and targets (the zip crate
+    /// takes strings here): non-UTF-8 bytes become U+FFFD. tar is exact.
     fn symlink(&mut self, path: &[u8], meta: &Meta, target: &[u8]) -> io::Result<()> {
         self.zip
             .add_symlink(

@@ -1,5 +1,8 @@
 //! Filesystem detection from superblock magic.
 //!
+//! Pure code on a byte buffer: the guest daemon uses it to pick mount
+//! options, the host to refuse a file that holds no disk at all.
+//!
 //! The daemon never tries every filesystem type blindly: it reads the first
 //! 72 KiB of a bucket and looks for the magic numbers of the types it knows.
 //! What it finds decides the mount options (or that the bucket cannot be
@@ -208,6 +211,11 @@ pub fn detect(buf: &[u8]) -> FsType {
     FsType::Unknown
 }
 
+/// Whether the first bytes hold an MBR or GPT partition table.
+pub fn has_partition_table(buf: &[u8]) -> bool {
+    at(buf, 512, b"EFI PART") || at(buf, 510, &[0x55, 0xAA])
+}
+
 /// Reads up to [`PROBE_LEN`] bytes from `reader` and detects the type.
 pub fn probe(reader: &mut impl Read) -> std::io::Result<FsType> {
     let mut buf = vec![0u8; PROBE_LEN];
@@ -233,6 +241,18 @@ mod tests {
         assert_eq!(detect(&[]), FsType::Unknown);
         assert_eq!(detect(&[0u8; 100]), FsType::Unknown);
         assert_eq!(detect(&vec![0u8; PROBE_LEN]), FsType::Unknown);
+    }
+
+    #[test]
+    fn partition_tables() {
+        let mut b = vec![0u8; 1024];
+        assert!(!has_partition_table(&b));
+        b[510] = 0x55;
+        b[511] = 0xAA;
+        assert!(has_partition_table(&b));
+        let mut g = vec![0u8; 1024];
+        g[512..520].copy_from_slice(b"EFI PART");
+        assert!(has_partition_table(&g));
     }
 
     #[test]
