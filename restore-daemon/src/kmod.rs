@@ -9,10 +9,10 @@
 //! Without the group lists (an older initramfs) everything in
 //! `/etc/modules.load` loads at start.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 /// Per-group load lists.
 pub const GROUPS_DIR: &str = "/etc/modules.d";
@@ -27,8 +27,12 @@ pub fn enable() {
     ENABLED.store(true, Ordering::SeqCst);
 }
 
-/// Groups loaded (or attempted) so far; the lock also serialises loading.
-static LOADED: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+/// One lock per group, holding whether it was loaded (or attempted). Per
+/// group, so that mounting ext4 never waits behind a prefetch of btrfs;
+/// modules two groups share are safe to load concurrently (the kernel makes
+/// the second loader wait and answers EEXIST).
+static GROUPS: LazyLock<Mutex<HashMap<String, Arc<Mutex<bool>>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 /// Loads the modules listed in `list` (one path per line, dependencies
 /// first) with `finit_module`; failures are logged and skipped, so a
@@ -75,12 +79,17 @@ pub fn ensure_group(group: &str) {
     if !ENABLED.load(Ordering::SeqCst) {
         return;
     }
-    let Ok(mut loaded) = LOADED.lock() else {
+    let cell = match GROUPS.lock() {
+        Ok(mut groups) => groups.entry(group.to_owned()).or_default().clone(),
+        Err(_) => return,
+    };
+    let Ok(mut attempted) = cell.lock() else {
         return;
     };
-    if !loaded.insert(group.to_owned()) {
+    if *attempted {
         return;
     }
+    *attempted = true;
     let list = group_list(group);
     if !list.exists() {
         return; // dev mode, or a type without a group: nothing to load

@@ -141,7 +141,8 @@ fn run_vm() -> anyhow::Result<()> {
                 started.elapsed().as_millis()
             );
             // Prefetch the drivers of the filesystems found, so the first
-            // mount rarely waits for them.
+            // mount rarely waits for them; a mount loads its own group
+            // at once if the prefetch has not reached it.
             let mut types: Vec<&'static str> = disks
                 .iter()
                 .flat_map(|d| {
@@ -150,8 +151,9 @@ fn run_vm() -> anyhow::Result<()> {
                         .filter_map(|b| mounts::mount_options(b.fstype).map(|(fs, _)| fs))
                 })
                 .collect();
-            types.sort_unstable();
-            types.dedup();
+            // In bucket order (users start with the first partitions), each once.
+            let mut seen = std::collections::HashSet::new();
+            types.retain(|t| seen.insert(*t));
             scan_state.set_disks(disks);
             for fs in types {
                 kmod::ensure_group(fs);
