@@ -6,7 +6,7 @@ BUILD        := build
 GUEST_TARGET := x86_64-unknown-linux-gnu
 PREFIX       ?= /usr/local
 
-.PHONY: all deps build guest initramfs install lint test unit-test demo bench install clean
+.PHONY: all deps build guest initramfs install bench lint test unit-test demo bench install clean
 
 all: build
 
@@ -48,6 +48,12 @@ lint:
 
 test: deps build lint
 	$(CARGO) test --workspace -- --test-threads=2
+
+# Cold start, warm list, extraction throughput and memory, side by side with
+# libguestfs and a direct host mount; medians of >= 5 runs. Writes
+# docs/BENCHMARKS.md. Takes ~8 min; run on a quiet machine.
+bench: build
+	@bash scripts/bench.sh
 
 clean:
 	rm -rf $(BUILD)
