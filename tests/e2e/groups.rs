@@ -33,12 +33,14 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
         ("dirty-xfs.img", 15),
         ("zeroed-super.img", 15),
         ("swap.img", 5),
+        ("big-ext4.img", 40),
     ] {
         let src = Src::image(ctx, key);
         let mut g = matrix_group(ctx, src.clone(), weight)?;
         match key {
             "gpt.img" => gpt_extras(&mut g, &src),
             "dirty-ext4.img" => dirty_ext4_extras(&mut g, &src),
+            "big-ext4.img" => big_extras(&mut g, &src),
             _ => {}
         }
         v.push(g);
@@ -53,7 +55,75 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
         store_extras(&mut g, &src);
         v.push(g);
     }
+    v.push(nbd_group(ctx)?);
     Ok(v)
+}
+
+/// The 256 MiB file extracted to a file (plain stream), checksummed.
+fn big_extras(g: &mut G, src: &Src) {
+    let s = src.clone();
+    g.case("raw/raw::extract_256M_file_sha256", move |ctx| {
+        let m = manifest_of(ctx, &s, "raw/raw")?;
+        let rel = b"big/256M.bin";
+        let want = m
+            .get(&rel[..])
+            .and_then(|e| e.sha256.clone())
+            .context("manifest has no big/256M.bin")?;
+        let sc = ctx.scratch("big")?;
+        let out = sc.path().join("256M.bin");
+        extract_into(ctx, &s, &vpath(s.disk(), "raw/raw", rel), &out, &[])?.check()?;
+        let got = sys::sha256_file(&out)?;
+        ensure!(
+            got == want,
+            "{}: 256M.bin sha256 {got}, want {want}",
+            s.label
+        );
+        let len = std::fs::metadata(&out)?.len();
+        ensure!(len == 256 << 20, "{}: 256M.bin is {len} bytes", s.label);
+        Ok(())
+    });
+}
+
+/// gpt.qcow2 exported by qemu-nbd (read-only) and opened as an
+/// `nbd+unix://` SOURCE: the same matrix checks as the image itself.
+fn nbd_group(ctx: &Ctx) -> Result<G> {
+    let dir = ctx.work.join("nbd");
+    std::fs::create_dir_all(&dir)?;
+    let sock = dir.join("gpt.sock");
+    let child = std::process::Command::new("qemu-nbd")
+        .args([
+            "--read-only",
+            "--persistent",
+            "--shared=16",
+            "--format=qcow2",
+        ])
+        .arg(format!("--socket={}", sock.display()))
+        .arg(ctx.fx.path("gpt.qcow2"))
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .context("cannot start qemu-nbd (qemu-utils)")?;
+    let t = std::time::Instant::now();
+    while !sock.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ensure!(sock.exists(), "qemu-nbd did not create {}", sock.display());
+    let src = Src {
+        label: "nbd(gpt.qcow2)".into(),
+        path: format!("nbd+unix:///?socket={}", sock.display()).into(),
+        disks: std::collections::BTreeMap::from([("nbd".to_string(), "gpt.qcow2".to_string())]),
+    };
+    let mut g = matrix_group(ctx, src, 60)?;
+    let stop_vms = g.teardown.take();
+    let child = std::sync::Mutex::new(Some(child));
+    g.teardown = Some(Box::new(move |ctx: &Ctx| {
+        let r = stop_vms.map_or(Ok(()), |t| t(ctx));
+        if let Some(mut c) = child.lock().ok().and_then(|mut c| c.take()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        r
+    }));
+    Ok(g)
 }
 
 fn teardown_for(g: &mut G, source: std::path::PathBuf) {

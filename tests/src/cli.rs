@@ -383,9 +383,14 @@ impl Cli {
 
     /// The status reports of the VMs whose images are `source` or lie inside it.
     pub fn vms_for(&self, source: &Path) -> Result<Vec<Value>> {
-        let canon = source
-            .canonicalize()
-            .with_context(|| format!("canonicalize {}", source.display()))?;
+        // An nbd:// URI is kept as given; paths are canonical in status.
+        let canon = if source.to_string_lossy().contains("://") {
+            source.to_path_buf()
+        } else {
+            source
+                .canonicalize()
+                .with_context(|| format!("canonicalize {}", source.display()))?
+        };
         Ok(self
             .status()?
             .into_iter()

@@ -44,7 +44,8 @@ impl Fixtures {
     pub fn build(repo: &Path, dir: &Path) -> Result<Fixtures> {
         let script = repo.join("tests/fixtures/mkfixtures.sh");
         let mut c = Command::new("bash");
-        c.arg(&script).arg(dir).env("QUIET", "1");
+        // --big: the 256 MiB file image (a few seconds; shared with make bench).
+        c.arg(&script).arg(dir).arg("--big").env("QUIET", "1");
         let out = sys::run(c, None, Stdout::Capture, Duration::from_secs(1800))?;
         if out.code != Some(0) {
             bail!(
