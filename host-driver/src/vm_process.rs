@@ -46,8 +46,8 @@ const SIDECAR_GUEST_CID: u32 = 3;
 /// well under a millisecond (the sidecar resets at once while the guest does
 /// not listen), so the cap is kept low: the pause is pure added boot latency
 /// (on average half the cap).
-const PROBE_DELAY_FIRST: Duration = Duration::from_millis(50);
-const PROBE_DELAY_MAX: Duration = Duration::from_millis(200);
+const PROBE_DELAY_FIRST: Duration = Duration::from_millis(25);
+const PROBE_DELAY_MAX: Duration = Duration::from_millis(50);
 
 /// The transport of one attempt.
 #[derive(Debug, Clone)]

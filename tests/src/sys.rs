@@ -315,30 +315,14 @@ pub fn kill9(pid: i32) -> Result<()> {
 
 /// `YYYY-MM-DD HH:MM` (UTC) of a Unix time, as the CLI's text output prints it.
 pub fn format_utc_minutes(secs: i64) -> String {
-    let (y, mo, d, h, mi, _) = civil(secs);
+    let (y, mo, d, h, mi, _) = file_restore_wire::civil_from_unix(secs);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
 }
 
 /// A Unix time with its UTC date, for messages.
 pub fn show_time(secs: i64) -> String {
-    let (y, mo, d, h, mi, s) = civil(secs);
+    let (y, mo, d, h, mi, s) = file_restore_wire::civil_from_unix(secs);
     format!("{secs} ({y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC)")
-}
-
-/// (year, month, day, hour, minute, second) in UTC.
-pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    (y, mo, d, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 /// A path made from raw bytes.
@@ -360,7 +344,6 @@ mod tests {
         assert_eq!(format_utc_minutes(0), "1970-01-01 00:00");
         assert_eq!(format_utc_minutes(1_700_000_000), "2023-11-14 22:13");
         assert_eq!(format_utc_minutes(4_102_444_800), "2100-01-01 00:00");
-        assert_eq!(civil(951_782_400), (2000, 2, 29, 0, 0, 0));
     }
 
     #[test]
