@@ -12,7 +12,7 @@ use std::sync::mpsc;
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// The transfer from the VM broke off.
-    #[error("transfer from the restore VM failed: {0}")]
+    #[error("transfer from the restore VM broke off")]
     Transfer(#[from] ClientError),
     /// Writing on the host failed.
     #[error("{what} {path}: {source}")]

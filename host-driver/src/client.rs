@@ -29,6 +29,21 @@ const MAX_JSON_BODY: usize = 256 << 20;
 /// Largest error body read.
 const MAX_ERROR_BODY: usize = 64 << 10;
 
+/// An error and its causes on one line, each once: "a: b: c".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
+
 /// An error talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -46,7 +61,9 @@ pub enum ClientError {
         after: Duration,
     },
     /// HTTP-level failure (connection reset, malformed answer, truncated body).
-    #[error("HTTP error on {endpoint} at {addr}: {source}")]
+    // The cause is reported through `source()` only, so that a cause chain
+    // ({:#}, error_chain) names it once.
+    #[error("HTTP error on {endpoint} at {addr}")]
     Http {
         /// The API endpoint.
         endpoint: &'static str,

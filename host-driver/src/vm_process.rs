@@ -368,10 +368,10 @@ async fn wait_ready(
                         | ClientError::ApiVersion { .. }
                         | ClientError::TicketRejected { .. }),
                     ) => return Err(NotReady::Refused(e)),
-                    Err(e) => *last_error.borrow_mut() = e.to_string(),
+                    Err(e) => *last_error.borrow_mut() = crate::client::error_chain(&e),
                 },
                 Err(e @ ClientError::ApiVersion { .. }) => return Err(NotReady::Refused(e)),
-                Err(e) => *last_error.borrow_mut() = e.to_string(),
+                Err(e) => *last_error.borrow_mut() = crate::client::error_chain(&e),
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 3 / 2).min(PROBE_DELAY_MAX);

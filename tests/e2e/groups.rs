@@ -56,7 +56,71 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
         v.push(g);
     }
     v.push(nbd_group(ctx)?);
+    v.push(broken_transfer());
     Ok(v)
+}
+
+/// QEMU killed in the middle of a 256 MiB extract: exit 1, an error naming
+/// the target, and neither the target nor a temporary file left behind.
+fn broken_transfer() -> G {
+    let mut g = G::new("broken_transfer", 20);
+    g.case("vm_killed_mid_extract_leaves_no_file", move |ctx| {
+        let src = checks::private_copy(ctx, "big-ext4.img", "broken.img")?;
+        ctx.cli.list_out(&src, b"/", "json")?.check()?;
+        let vm = one_vm(ctx, &src, "before the extract")?;
+        let pid = vm["pid"].as_u64().context("status without pid")?;
+        let sc = ctx.scratch("broken")?;
+        let dest = sc.path().join("256M.bin");
+        let mut c = ctx.cli.command();
+        c.arg("extract")
+            .arg(&src)
+            .arg("/broken/raw/raw/big/256M.bin")
+            .arg(&dest)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().context("cannot start the CLI")?;
+        // Let the transfer get going (~60 MB/s: a 256 MiB file takes ~4 s).
+        std::thread::sleep(Duration::from_millis(1200));
+        // SAFETY: plain kill(2) of the VM's QEMU, whose pid status reported.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let out = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(1),
+            "exit {:?}, stderr: {stderr}",
+            out.status.code()
+        );
+        ensure!(
+            stderr.contains("was not written") && stderr.contains(&*dest.to_string_lossy()),
+            "the error does not name the unwritten target: {stderr}"
+        );
+        ensure!(
+            !dest.exists(),
+            "{} exists after a broken transfer",
+            dest.display()
+        );
+        let left: Vec<_> = std::fs::read_dir(sc.path())?
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        ensure!(
+            left.is_empty(),
+            "files left in the target directory: {left:?}"
+        );
+        // The next call notices the dead VM and works again.
+        let again = ctx
+            .cli
+            .list_out(&src, b"/broken/raw/raw/big", "json")?
+            .check()?;
+        ensure!(
+            again.stderr.contains("no longer answers"),
+            "no message about the dead VM: {}",
+            again.describe()
+        );
+        ctx.cli.stop_vms_for(&src)?;
+        Ok(())
+    });
+    g
 }
 
 /// The 256 MiB file extracted to a file (plain stream), checksummed.
@@ -100,6 +164,8 @@ fn nbd_group(ctx: &Ctx) -> Result<G> {
         .arg(format!("--socket={}", sock.display()))
         .arg(ctx.fx.path("gpt.qcow2"))
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .context("cannot start qemu-nbd (qemu-utils)")?;
     let t = std::time::Instant::now();
@@ -112,18 +178,24 @@ fn nbd_group(ctx: &Ctx) -> Result<G> {
         path: format!("nbd+unix:///?socket={}", sock.display()).into(),
         disks: std::collections::BTreeMap::from([("nbd".to_string(), "gpt.qcow2".to_string())]),
     };
-    let mut g = matrix_group(ctx, src, 60)?;
-    let stop_vms = g.teardown.take();
-    let child = std::sync::Mutex::new(Some(child));
-    g.teardown = Some(Box::new(move |ctx: &Ctx| {
-        let r = stop_vms.map_or(Ok(()), |t| t(ctx));
-        if let Some(mut c) = child.lock().ok().and_then(|mut c| c.take()) {
+    if let Ok(mut servers) = SERVERS.lock() {
+        servers.push(child);
+    }
+    matrix_group(ctx, src, 60)
+}
+
+/// Helper servers (qemu-nbd) started while building the groups; killed by
+/// [`kill_servers`] at the end of every run, filtered or not.
+static SERVERS: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+/// Kills and reaps the helper servers.
+pub fn kill_servers() {
+    if let Ok(mut servers) = SERVERS.lock() {
+        for mut c in servers.drain(..) {
             let _ = c.kill();
             let _ = c.wait();
         }
-        r
-    }));
-    Ok(g)
+    }
 }
 
 fn teardown_for(g: &mut G, source: std::path::PathBuf) {

@@ -238,6 +238,7 @@ fn run(opts: &Options, printer: &Printer, start: Instant) -> Result<bool> {
 
 /// `stop --all`, then: status empty, no QEMU or sidecar naming the runtime dir.
 fn cleanup(ctx: &Ctx) -> Result<()> {
+    groups::kill_servers();
     let rt = ctx.cli.runtime_dir.to_string_lossy().into_owned();
     let stop = ctx.cli.run(["stop", "--all"]);
     // Whatever stop did, give stopped VMs a moment, then look for leftovers.

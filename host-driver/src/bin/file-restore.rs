@@ -449,7 +449,8 @@ async fn extract(
                         dest = t.join(std::ffi::OsStr::from_bytes(&name));
                     }
                     let n = file_restore::cli_io::write_file_atomically(stream, &dest, overwrite)
-                        .await?;
+                        .await
+                        .with_context(|| format!("{} was not written", dest.display()))?;
                     eprintln!("file-restore: wrote {} ({n} bytes)", dest.display());
                     Ok(())
                 }
