@@ -521,18 +521,25 @@ fn ninth_concurrent_extract_gets_503() {
                 .unwrap()
         })
         .collect();
+    // Wait until all eight hold a slot (status takes none), so that the
+    // probe below cannot take a slot from a slow download still connecting.
     let t = Instant::now();
-    let mut last = (0, Vec::new());
-    while t.elapsed() < Duration::from_secs(10) {
-        last = d.get(
-            &format!("/api/extract?path={}", q(b"/disk0/raw/raw/etc/passwd")),
-            &[],
-        );
-        if last.0 == 503 {
+    loop {
+        let (_, body) = d.get("/api/status", &[]);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        if v["active_downloads"] == 8 {
             break;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the eight slow downloads never all started: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let last = d.get(
+        &format!("/api/extract?path={}", q(b"/disk0/raw/raw/etc/passwd")),
+        &[],
+    );
     assert_eq!(
         last.0,
         503,
