@@ -295,8 +295,9 @@ async fn start_in(
         .collect();
     let first_cid = first_cid_for_uid(nix::unistd::getuid().as_raw());
 
-    for (n, &accel) in accels.iter().enumerate() {
-        let has_fallback = n + 1 < accels.len();
+    let attempts = plan_attempts(accels, &opts.timeouts);
+    for (n, &(accel, ready_timeout)) in attempts.iter().enumerate() {
+        let next = attempts.get(n + 1).map(|a| a.0);
         let mut cid = first_cid;
         loop {
             let transport_plan = match &transport {
@@ -320,10 +321,7 @@ async fn start_in(
                 cpus: opts.cpus,
                 port: opts.port,
                 ticket: &ticket,
-                ready_timeout: match accel {
-                    Accel::Kvm => opts.timeouts.kvm_ready,
-                    Accel::Tcg => opts.timeouts.tcg_ready,
-                },
+                ready_timeout,
                 timeouts: opts.timeouts,
             };
             match vm_process::launch_once(&plan).await {
@@ -337,14 +335,23 @@ async fn start_in(
                 }
                 // Only a VM that died or stayed silent is worth another
                 // accelerator; a daemon that refuses us would refuse again.
+                // The same accelerator again only for a silent VM (a guest
+                // that exited, e.g. panicked, would do so again).
                 Err(AttemptError::Failed(err))
-                    if has_fallback
-                        && matches!(
-                            *err,
-                            LaunchError::VmExited { .. } | LaunchError::NotReady { .. }
-                        ) =>
+                    if next.is_some()
+                        && (matches!(*err, LaunchError::NotReady { .. })
+                            || (next != Some(accel)
+                                && matches!(*err, LaunchError::VmExited { .. }))) =>
                 {
-                    log::info!("{accel} did not work, retrying with the next accelerator: {err}");
+                    if next == Some(accel) {
+                        log::warn!(
+                            "the VM did not answer within {ready_timeout:?}; starting a fresh one once: {err}"
+                        );
+                    } else {
+                        log::info!(
+                            "{accel} did not work, retrying with the next accelerator: {err}"
+                        );
+                    }
                     let console = run_dir.join(vm_process::CONSOLE_LOG);
                     let _ = std::fs::rename(&console, run_dir.join(format!("console.{accel}.log")));
                     break;
@@ -502,6 +509,29 @@ fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTranspo
             },
         },
     }
+}
+
+/// A TCG boot takes ~2 s; one that has not answered after this long is
+/// stuck (seen rarely: the daemon listening, yet no vsock connection
+/// through the sidecar ever answered), and a fresh VM is the cure.
+const TCG_FIRST_ATTEMPT: Duration = Duration::from_secs(20);
+
+/// The attempts of a start: accelerator and readiness limit each. Under
+/// TCG, a budget of more than twice [`TCG_FIRST_ATTEMPT`] is split into a
+/// first attempt and one fresh retry, keeping the total.
+fn plan_attempts(accels: &[Accel], t: &LaunchTimeouts) -> Vec<(Accel, Duration)> {
+    let mut v = Vec::new();
+    for &a in accels {
+        match a {
+            Accel::Kvm => v.push((a, t.kvm_ready)),
+            Accel::Tcg if t.tcg_ready > TCG_FIRST_ATTEMPT * 2 => {
+                v.push((a, TCG_FIRST_ATTEMPT));
+                v.push((a, t.tcg_ready - TCG_FIRST_ATTEMPT));
+            }
+            Accel::Tcg => v.push((a, t.tcg_ready)),
+        }
+    }
+    v
 }
 
 fn choose_accels(pref: AccelPreference) -> Result<Vec<Accel>, LaunchError> {

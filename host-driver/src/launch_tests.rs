@@ -128,3 +128,24 @@ fn nbd_images_are_not_stat_ed_and_formats_follow_the_helper() {
     let e = check_inputs(&opts).unwrap_err().to_string();
     assert!(e.contains("cloop") && e.contains("qcow2"), "{e}");
 }
+
+#[test]
+fn tcg_budget_is_split_into_an_attempt_and_one_fresh_retry() {
+    let t = LaunchTimeouts::default(); // tcg 60 s, kvm 15 s
+    assert_eq!(
+        plan_attempts(&[Accel::Kvm, Accel::Tcg], &t),
+        vec![
+            (Accel::Kvm, Duration::from_secs(15)),
+            (Accel::Tcg, Duration::from_secs(20)),
+            (Accel::Tcg, Duration::from_secs(40)),
+        ]
+    );
+    let short = LaunchTimeouts {
+        tcg_ready: Duration::from_secs(10),
+        ..t
+    };
+    assert_eq!(
+        plan_attempts(&[Accel::Tcg], &short),
+        vec![(Accel::Tcg, Duration::from_secs(10))]
+    );
+}

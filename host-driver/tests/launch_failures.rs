@@ -201,3 +201,35 @@ async fn silent_guest_times_out_and_is_cleaned_up() {
     );
     assert_clean(&base);
 }
+
+/// With a TCG budget over 40 s, a VM still silent after 20 s is replaced by
+/// a fresh one once, inside the same budget; both are cleaned up.
+#[tokio::test]
+async fn silent_guest_gets_one_fresh_retry_within_the_budget() {
+    let Some(kernel) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = initramfs_with_init(
+        dir.path(),
+        "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
+        &[],
+    );
+    let base = dir.path().join("run");
+    let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);
+    opts.accel = AccelPreference::Tcg;
+    opts.transport = TransportPreference::VhostUser;
+    opts.timeouts.tcg_ready = Duration::from_secs(42);
+    let t = Instant::now();
+    let err = start_vm(opts).await.unwrap_err();
+    let elapsed = t.elapsed();
+    eprintln!("retry path took {elapsed:?}:\n{err}");
+    assert!(elapsed >= Duration::from_secs(42), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(60), "{elapsed:?}");
+    match &err {
+        // The error is the retry's: 42 s - 20 s.
+        LaunchError::NotReady { after, .. } => assert_eq!(*after, Duration::from_secs(22)),
+        other => panic!("expected NotReady, got: {other}"),
+    }
+    assert_clean(&base);
+}
