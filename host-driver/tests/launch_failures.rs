@@ -164,13 +164,10 @@ async fn init_exit_panics_and_is_reported() {
     assert_clean(&base);
 }
 
-/// `/init` sleeps forever: the daemon never answers, the readiness timeout
-/// (short here) ends the attempt, everything is killed and removed.
-#[tokio::test]
-async fn silent_guest_times_out_and_is_cleaned_up() {
-    let Some(kernel) = prerequisites() else {
-        return;
-    };
+/// A TCG + vhost-user start of a guest whose `/init` sleeps forever, or
+/// `None` (skip) without the prerequisites. Keep the TempDir alive.
+fn silent_guest() -> Option<(tempfile::TempDir, std::path::PathBuf, LaunchOptions)> {
+    let kernel = prerequisites()?;
     let dir = tempfile::tempdir().unwrap();
     let initrd = initramfs_with_init(
         dir.path(),
@@ -181,6 +178,16 @@ async fn silent_guest_times_out_and_is_cleaned_up() {
     let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);
     opts.accel = AccelPreference::Tcg;
     opts.transport = TransportPreference::VhostUser;
+    Some((dir, base, opts))
+}
+
+/// `/init` sleeps forever: the daemon never answers, the readiness timeout
+/// (short here) ends the attempt, everything is killed and removed.
+#[tokio::test]
+async fn silent_guest_times_out_and_is_cleaned_up() {
+    let Some((_dir, base, mut opts)) = silent_guest() else {
+        return;
+    };
     opts.timeouts.tcg_ready = Duration::from_secs(10);
     let t = Instant::now();
     let err = start_vm(opts).await.unwrap_err();
@@ -206,19 +213,9 @@ async fn silent_guest_times_out_and_is_cleaned_up() {
 /// a fresh one once, inside the same budget; both are cleaned up.
 #[tokio::test]
 async fn silent_guest_gets_one_fresh_retry_within_the_budget() {
-    let Some(kernel) = prerequisites() else {
+    let Some((_dir, base, mut opts)) = silent_guest() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let initrd = initramfs_with_init(
-        dir.path(),
-        "#include <unistd.h>\nint main(void) { for (;;) pause(); }\n",
-        &[],
-    );
-    let base = dir.path().join("run");
-    let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);
-    opts.accel = AccelPreference::Tcg;
-    opts.transport = TransportPreference::VhostUser;
     opts.timeouts.tcg_ready = Duration::from_secs(42);
     let t = Instant::now();
     let err = start_vm(opts).await.unwrap_err();
