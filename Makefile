@@ -6,7 +6,7 @@ BUILD        := build
 GUEST_TARGET := x86_64-unknown-linux-gnu
 PREFIX       ?= /usr/local
 
-.PHONY: all deps build guest initramfs install bench lint test unit-test demo bench install clean
+.PHONY: all deps build guest kernel initramfs install bench lint test unit-test demo bench install clean
 
 all: build
 
@@ -21,11 +21,17 @@ guest:
 	@mkdir -p $(BUILD)
 	install -s -m 0755 target/$(GUEST_TARGET)/release/restore-daemon $(BUILD)/restore-daemon
 
-# The initramfs (static daemon + module closure + config) and the vmlinux
-# extracted from the newest installed kernel, for PVH boot.
-initramfs: guest
+# The guest kernel (kernel/file-restore.config on tinyconfig, from Debian's
+# linux-source package): built once per (source version, fragment + patches)
+# into a cache outside the work tree (~4-6 min on 2 cores), copied to
+# $(BUILD)/vmlinux. See docs/KERNEL.md.
+kernel:
+	@bash scripts/build-kernel.sh $(BUILD)
+
+# The initramfs (static daemon + config) next to the kernel, and boot.json.
+initramfs: guest kernel
 	$(CARGO) build --release -p file-restore-initramfs
-	target/release/file-restore-mkinitramfs --daemon $(BUILD)/restore-daemon --out $(BUILD)
+	target/release/file-restore-mkinitramfs --daemon $(BUILD)/restore-daemon --kernel $(BUILD)/vmlinux --out $(BUILD)
 
 build: initramfs
 	$(CARGO) build --release --workspace
@@ -39,8 +45,7 @@ install: build
 	install -m 0755 target/release/file-restore $(DESTDIR)$(PREFIX)/bin/file-restore
 	install -m 0755 target/release/file-restore-helper $(DESTDIR)$(PREFIX)/lib/file-restore/file-restore-helper
 	install -m 0644 $(BUILD)/initramfs.img $(DESTDIR)$(PREFIX)/lib/file-restore/initramfs.img
-	if [ -f $(BUILD)/vmlinux ]; then install -m 0644 $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinux; \
-	else install -m 0644 $(BUILD)/vmlinuz $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinuz; fi
+	install -m 0644 $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinux
 
 lint:
 	$(CARGO) fmt --all -- --check

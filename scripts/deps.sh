@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Install what file-restore needs to build, test and (with --bench) benchmark.
 #
-# Idempotent and quick: when everything is present it only asks dpkg and PATH
-# (well under 2 s) and prints nothing. `apt-get update` runs only when a package
-# has to be installed. Prints one line per thing it installed.
+# Decides by the commands and files it needs, not by package names: a machine may come
+# with a backported qemu-utils that installing qemu-system-x86 removes, so after
+# installing, everything is checked again, what went missing is installed once more, and
+# a command that is still missing is an error.
+#
+# Idempotent and quick: when everything is present it only asks PATH and the file system
+# (well under a second) and prints nothing. `apt-get update` runs only when a package has
+# to be installed. Prints one line per thing it installed.
 #
 # Usage: scripts/deps.sh [--bench] [-q]
-#   --bench  also install libguestfs-tools (the reference implementation) and hyperfine
+#   --bench  also install libguestfs-tools (the reference implementation, which boots
+#            the host's Debian kernel) and hyperfine
 #   -q       print nothing when all is present (default already), errors only
 set -euo pipefail
 
@@ -15,51 +21,110 @@ for arg in "$@"; do
     case "$arg" in
         --bench) BENCH=1 ;;
         -q) ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "deps.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
 
 die() { echo "deps.sh: error: $*" >&2; exit 1; }
 
-# Debian packages: the guest kernel and QEMU, the tools that build test images,
-# and what the initramfs builder and tests call.
-PKGS=(
-    qemu-system-x86 qemu-utils linux-image-amd64
-    e2fsprogs xfsprogs btrfs-progs dosfstools mtools exfatprogs squashfs-tools xorriso
-    lvm2 fdisk cpio xz-utils zstd jq python3 util-linux curl unzip
-    busybox  # tests/fixtures/vmcheck.sh
+# What is needed, as "command-or-absolute-path package" pairs: QEMU, the guest kernel's
+# source and build tools, the tools that build test images, and what the builders and
+# tests call.
+NEEDS=(
+    "qemu-system-x86_64 qemu-system-x86"
+    "qemu-img qemu-utils"
+    "qemu-nbd qemu-utils"
+    "/usr/src/linux-source-6.1.tar.xz linux-source-6.1"
+    "make build-essential"
+    "patch patch"
+    "gcc build-essential"
+    "bc bc"
+    "bison bison"
+    "flex flex"
+    "/usr/include/libelf.h libelf-dev"
+    "/usr/include/openssl/ssl.h libssl-dev"
+    "mkfs.ext4 e2fsprogs"
+    "mkfs.xfs xfsprogs"
+    "mkfs.btrfs btrfs-progs"
+    "mkfs.vfat dosfstools"
+    "mcopy mtools"
+    "mkfs.exfat exfatprogs"
+    "mksquashfs squashfs-tools"
+    "xorriso xorriso"
+    "mkntfs ntfs-3g"
+    "ntfscp ntfs-3g"
+    "lvm lvm2"
+    "sfdisk fdisk"
+    "cpio cpio"
+    "xz xz-utils"
+    "zstd zstd"
+    "jq jq"
+    "python3 python3"
+    "flock util-linux"
+    "losetup util-linux"
+    "blkid util-linux"
+    "busybox busybox"
+    "curl curl"
+    "unzip unzip"
 )
 if [ "$BENCH" = 1 ]; then
-    PKGS+=(libguestfs-tools hyperfine)
+    NEEDS+=(
+        "virt-ls libguestfs-tools"
+        "guestfish libguestfs-tools"
+        "hyperfine hyperfine"
+        "/boot/vmlinuz-*-amd64 linux-image-amd64"
+    )
 fi
 
-# One dpkg-query call for all packages; a package that is unknown to dpkg makes
-# dpkg-query print to stderr and exit 1, which we treat as "missing".
-missing=()
-status_out=$(dpkg-query -W -f='${Package} ${Status}\n' "${PKGS[@]}" 2>/dev/null || true)
-for p in "${PKGS[@]}"; do
-    if ! grep -q "^$p install ok installed\$" <<<"$status_out"; then
-        missing+=("$p")
-    fi
-done
+have() {
+    case "$1" in
+        /*) compgen -G "$1" >/dev/null ;;
+        *) command -v "$1" >/dev/null 2>&1 ;;
+    esac
+}
 
-if [ "${#missing[@]}" -gt 0 ]; then
-    [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}) and not root: run as root or install them with apt-get"
-    command -v apt-get >/dev/null || die "missing packages (${missing[*]}) and apt-get not found (Debian/Ubuntu only)"
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get update -qq >/tmp/deps-apt-update.log 2>&1; then
-        cat /tmp/deps-apt-update.log >&2
-        die "apt-get update failed (log above)"
-    fi
-    if ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/tmp/deps-apt-install.log 2>&1; then
-        tail -n 30 /tmp/deps-apt-install.log >&2
-        die "apt-get install ${missing[*]} failed (last lines of /tmp/deps-apt-install.log above)"
-    fi
-    for p in "${missing[@]}"; do
-        echo "installed: $p (apt)"
+# The packages of the needs that are not met, each once.
+missing_packages() {
+    local need pkgs=()
+    for need in "${NEEDS[@]}"; do
+        set -- $need
+        if ! have "$1" && [[ " ${pkgs[*]:-} " != *" $2 "* ]]; then
+            pkgs+=("$2")
+        fi
     done
-fi
+    echo "${pkgs[*]:-}"
+}
+
+apt_install() {
+    [ "$(id -u)" = 0 ] || die "missing packages ($*) and not root: run as root or install them with apt-get"
+    command -v apt-get >/dev/null || die "missing packages ($*) and apt-get not found (Debian/Ubuntu only)"
+    export DEBIAN_FRONTEND=noninteractive
+    if [ -z "${APT_UPDATED:-}" ]; then
+        apt-get update -qq >/tmp/deps-apt-update.log 2>&1 ||
+            { cat /tmp/deps-apt-update.log >&2; die "apt-get update failed (log above)"; }
+        APT_UPDATED=1
+    fi
+    if ! apt-get install -y -qq --no-install-recommends "$@" >/tmp/deps-apt-install.log 2>&1; then
+        tail -n 30 /tmp/deps-apt-install.log >&2
+        die "apt-get install $* failed (last lines of /tmp/deps-apt-install.log above)"
+    fi
+    local p
+    for p in "$@"; do echo "installed: $p (apt)"; done
+}
+
+# Two rounds: the second catches what the first one's installs removed (qemu-utils).
+for round in 1 2; do
+    read -r -a pkgs <<<"$(missing_packages)"
+    [ "${#pkgs[@]}" -gt 0 ] || break
+    apt_install "${pkgs[@]}"
+done
+still=()
+for need in "${NEEDS[@]}"; do
+    set -- $need
+    have "$1" || still+=("$1 (package $2)")
+done
+[ "${#still[@]}" -eq 0 ] || die "still missing after installing: ${still[*]}"
 
 # vhost-device-vsock: the userspace vsock backend (no /dev/vhost-vsock on our machines).
 have_vhost_vsock() {
@@ -74,5 +139,6 @@ if ! have_vhost_vsock; then
         tail -n 30 /tmp/deps-cargo-vsock.log >&2
         die "cargo install vhost-device-vsock failed (last lines of /tmp/deps-cargo-vsock.log above)"
     fi
+    have_vhost_vsock || die "cargo install vhost-device-vsock succeeded but the binary is not there"
     echo "installed: vhost-device-vsock (cargo)"
 fi

@@ -46,8 +46,14 @@ pub enum FsType {
     Ufs1,
     /// UFS2.
     Ufs2,
-    /// NTFS (no driver in the guest kernel).
+    /// NTFS (mounted with the kernel's ntfs3 driver).
     Ntfs,
+    /// EROFS (read-only compressed images, e.g. Android and container layers).
+    Erofs,
+    /// JFS (IBM's journaled filesystem).
+    Jfs,
+    /// HFS (classic Mac OS; an HFS wrapper around HFS+ is detected as HFS+).
+    Hfs,
     /// An LVM2 physical volume.
     LvmPv,
     /// Linux swap.
@@ -77,6 +83,9 @@ impl FsType {
             FsType::Ufs1 => "ufs1",
             FsType::Ufs2 => "ufs2",
             FsType::Ntfs => "ntfs",
+            FsType::Erofs => "erofs",
+            FsType::Jfs => "jfs",
+            FsType::Hfs => "hfs",
             FsType::LvmPv => "LVM2_member",
             FsType::Swap => "swap",
             FsType::Luks => "crypto_LUKS",
@@ -92,7 +101,6 @@ impl FsType {
             FsType::LvmPv => {
                 Some("it is an LVM2 physical volume; its logical volumes are not activated yet")
             }
-            FsType::Ntfs => Some("the guest kernel has no NTFS driver"),
             FsType::Unknown => Some("no known filesystem was found on it"),
             _ => None,
         }
@@ -172,6 +180,21 @@ pub fn detect(buf: &[u8]) -> FsType {
     }
     if at(buf, 1024, b"H+") || at(buf, 1024, b"HX") {
         return FsType::Hfsplus;
+    }
+    if at(buf, 1024, b"BD") {
+        // An HFS master directory block; drEmbedSigWord says whether it only wraps
+        // an HFS+ volume (which the hfsplus driver mounts through the wrapper).
+        return if at(buf, 1024 + 0x7C, b"H+") {
+            FsType::Hfsplus
+        } else {
+            FsType::Hfs
+        };
+    }
+    if le32(buf, 1024) == Some(0xE0F5_E1E2) {
+        return FsType::Erofs;
+    }
+    if at(buf, 32768, b"JFS1") {
+        return FsType::Jfs;
     }
     if at(buf, 3, b"EXFAT   ") {
         return FsType::Exfat;
@@ -266,6 +289,17 @@ mod tests {
         let mut b = vec![0u8; PROBE_LEN];
         b[0..6].copy_from_slice(b"LUKS\xba\xbe");
         assert_eq!(detect(&b), FsType::Luks);
+        let mut b = vec![0u8; PROBE_LEN];
+        b[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        assert_eq!(detect(&b), FsType::Erofs);
+        let mut b = vec![0u8; PROBE_LEN];
+        b[32768..32772].copy_from_slice(b"JFS1");
+        assert_eq!(detect(&b), FsType::Jfs);
+        let mut b = vec![0u8; PROBE_LEN];
+        b[1024..1026].copy_from_slice(b"BD");
+        assert_eq!(detect(&b), FsType::Hfs);
+        b[1024 + 0x7C..1024 + 0x7E].copy_from_slice(b"H+");
+        assert_eq!(detect(&b), FsType::Hfsplus);
     }
 
     /// Real images made by the real mkfs tools (installed by `make deps`).
@@ -283,6 +317,7 @@ mod tests {
             ("fat32", &["mkfs.vfat", "-F", "32"], FsType::Vfat),
             ("exfat", &["mkfs.exfat"], FsType::Exfat),
             ("swap", &["mkswap"], FsType::Swap),
+            ("ntfs", &["mkntfs", "-F", "-Q", "-q"], FsType::Ntfs),
         ];
         for (name, cmd, want) in cases {
             let img = dir.path().join(format!("{name}.img"));

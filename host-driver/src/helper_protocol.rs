@@ -95,8 +95,9 @@ pub const QEMU_PATHS: &[&str] = &[
 pub const MEMORY_MIB: RangeInclusive<u32> = 64..=4096;
 /// Accepted virtual CPU counts.
 pub const CPUS: RangeInclusive<u32> = 1..=4;
-/// Most disks per VM (PCI slots of the q35 root bus, with room to spare).
-pub const MAX_DISKS: usize = 24;
+/// Most disks per VM: QEMU's microvm has 24 virtio-mmio transports, and the
+/// vsock device takes one.
+pub const MAX_DISKS: usize = 23;
 /// The kernel vsock device.
 pub const VHOST_VSOCK_DEVICE: &str = "/dev/vhost-vsock";
 /// Start of every message the helper prints; the CLI recognises its errors by it.

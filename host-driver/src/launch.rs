@@ -28,8 +28,12 @@ use crate::vm_process::{
     self, disk_source, plain_absolute, AttemptError, LaunchPlan, TransportPlan,
 };
 
+#[path = "launch_accel.rs"]
+mod accel;
 #[path = "launch_error.rs"]
 mod error;
+pub use accel::KVM_UNUSABLE_FILE;
+use accel::{choose_accels, plan_attempts, remember_kvm_unusable};
 pub use error::{FailureLogs, LaunchError};
 
 /// Installing the vhost-user vsock backend.
@@ -69,7 +73,7 @@ pub enum TransportPreference {
     /// Kernel vsock when `/dev/vhost-vsock` opens, else the vhost-user sidecar.
     #[default]
     Auto,
-    /// Kernel vsock (`vhost-vsock-pci`).
+    /// Kernel vsock (`vhost-vsock-device`).
     Kernel,
     /// vhost-user vsock through `vhost-device-vsock`.
     VhostUser,
@@ -236,7 +240,7 @@ pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
         })?,
     };
     let transport = choose_transport(&opts, &helper)?;
-    let accels = choose_accels(opts.accel)?;
+    let accels = choose_accels(opts.accel, &opts.base_dir)?;
     let run_dir = create_run_dir(&opts.base_dir)?;
     // The helper takes plain absolute paths only.
     let kernel = plain_absolute(&opts.kernel);
@@ -348,6 +352,9 @@ async fn start_in(
                             "the VM did not answer within {ready_timeout:?}; starting a fresh one once: {err}"
                         );
                     } else {
+                        if accel == Accel::Kvm {
+                            remember_kvm_unusable(&opts.base_dir, &err.to_string());
+                        }
                         log::info!(
                             "{accel} did not work, retrying with the next accelerator: {err}"
                         );
@@ -414,20 +421,31 @@ pub(crate) fn failure_logs(run_dir: &Path) -> FailureLogs {
 }
 
 fn check_inputs(opts: &LaunchOptions) -> Result<(), LaunchError> {
+    let kernel_error = |source| LaunchError::Kernel {
+        path: opts.kernel.clone(),
+        source,
+    };
     match std::fs::metadata(&opts.kernel) {
         Ok(m) if m.is_file() => {}
         Ok(_) => {
-            return Err(LaunchError::Kernel {
-                path: opts.kernel.clone(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
-            })
+            return Err(kernel_error(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            )))
         }
-        Err(source) => {
-            return Err(LaunchError::Kernel {
-                path: opts.kernel.clone(),
-                source,
-            })
+        Err(source) => return Err(kernel_error(source)),
+    }
+    // QEMU would print something obscure (or boot nothing) for a file that is not a
+    // kernel; say what it is instead.
+    match file_restore_initramfs::check_kernel(&opts.kernel) {
+        Ok(_) => {}
+        Err(file_restore_initramfs::Error::NotAKernel { reason, .. }) => {
+            return Err(kernel_error(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a bootable kernel: {reason}"),
+            )))
         }
+        Err(e) => return Err(kernel_error(io::Error::other(e.to_string()))),
     }
     File::open(&opts.initramfs).map_err(|source| InitrdError::ReadBase {
         path: opts.initramfs.clone(),
@@ -509,46 +527,6 @@ fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTranspo
             },
         },
     }
-}
-
-/// A TCG boot takes ~2 s; one that has not answered after this long is
-/// stuck (seen rarely: the daemon listening, yet no vsock connection
-/// through the sidecar ever answered), and a fresh VM is the cure.
-const TCG_FIRST_ATTEMPT: Duration = Duration::from_secs(20);
-
-/// The attempts of a start: accelerator and readiness limit each. Under
-/// TCG, a budget of more than twice [`TCG_FIRST_ATTEMPT`] is split into a
-/// first attempt and one fresh retry, keeping the total.
-fn plan_attempts(accels: &[Accel], t: &LaunchTimeouts) -> Vec<(Accel, Duration)> {
-    let mut v = Vec::new();
-    for &a in accels {
-        match a {
-            Accel::Kvm => v.push((a, t.kvm_ready)),
-            Accel::Tcg if t.tcg_ready > TCG_FIRST_ATTEMPT * 2 => {
-                v.push((a, TCG_FIRST_ATTEMPT));
-                v.push((a, t.tcg_ready - TCG_FIRST_ATTEMPT));
-            }
-            Accel::Tcg => v.push((a, t.tcg_ready)),
-        }
-    }
-    v
-}
-
-fn choose_accels(pref: AccelPreference) -> Result<Vec<Accel>, LaunchError> {
-    Ok(match pref {
-        AccelPreference::Tcg => vec![Accel::Tcg],
-        AccelPreference::Kvm => {
-            open_rw("/dev/kvm").map_err(LaunchError::KvmUnavailable)?;
-            vec![Accel::Kvm]
-        }
-        AccelPreference::Auto => match open_rw("/dev/kvm") {
-            Ok(_) => vec![Accel::Kvm, Accel::Tcg],
-            Err(e) => {
-                log::debug!("/dev/kvm not usable ({e}), using TCG");
-                vec![Accel::Tcg]
-            }
-        },
-    })
 }
 
 /// The first kernel vsock CID tried for a user: 10 plus a uid-dependent

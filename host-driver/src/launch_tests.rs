@@ -24,12 +24,47 @@ fn run_dir_is_private_and_fresh() {
     }
 }
 
+/// Bytes that pass for a kernel: a bzImage setup header signature.
+fn fake_bzimage() -> Vec<u8> {
+    let mut image = vec![0u8; 4096];
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image
+}
+
+#[test]
+fn a_kernel_that_is_no_kernel_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("vmlinux");
+    let initrd = dir.path().join("initramfs.img");
+    std::fs::write(&kernel, b"k").unwrap();
+    std::fs::write(&initrd, b"i").unwrap();
+    let img = dir.path().join("ok.img");
+    std::fs::write(&img, b"").unwrap();
+    let image = ImageSpec {
+        path: img,
+        format: "raw".into(),
+        name: "d".into(),
+    };
+    let e = check_inputs(&LaunchOptions::new(
+        &kernel,
+        &initrd,
+        vec![image],
+        dir.path(),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("vmlinux") && e.contains("not a bootable kernel"),
+        "{e}"
+    );
+}
+
 #[test]
 fn invalid_inputs_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("vmlinux");
     let initrd = dir.path().join("initramfs.img");
-    std::fs::write(&kernel, b"k").unwrap();
+    std::fs::write(&kernel, fake_bzimage()).unwrap();
     std::fs::write(&initrd, b"i").unwrap();
     let image = |path: &str, format: &str| ImageSpec {
         path: dir.path().join(path),
@@ -113,7 +148,7 @@ fn nbd_images_are_not_stat_ed_and_formats_follow_the_helper() {
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("vmlinux");
     let initrd = dir.path().join("initramfs.img");
-    std::fs::write(&kernel, b"k").unwrap();
+    std::fs::write(&kernel, fake_bzimage()).unwrap();
     std::fs::write(&initrd, b"i").unwrap();
     let nbd = ImageSpec {
         path: "nbd://backup.example/disk0".into(),
@@ -147,5 +182,39 @@ fn tcg_budget_is_split_into_an_attempt_and_one_fresh_retry() {
     assert_eq!(
         plan_attempts(&[Accel::Tcg], &short),
         vec![(Accel::Tcg, Duration::from_secs(10))]
+    );
+}
+
+#[test]
+fn a_failed_kvm_is_remembered_until_reboot() {
+    let base = tempfile::tempdir().unwrap();
+    if open_rw("/dev/kvm").is_err() {
+        // Without a /dev/kvm that opens, auto is TCG whatever was remembered.
+        assert_eq!(
+            choose_accels(AccelPreference::Auto, base.path()).unwrap(),
+            [Accel::Tcg]
+        );
+        return;
+    }
+    assert_eq!(
+        choose_accels(AccelPreference::Auto, base.path()).unwrap(),
+        [Accel::Kvm, Accel::Tcg]
+    );
+    remember_kvm_unusable(base.path(), "QEMU exited: failed to set MSR 0x10a\nmore");
+    assert_eq!(
+        choose_accels(AccelPreference::Auto, base.path()).unwrap(),
+        [Accel::Tcg]
+    );
+    // An explicit choice is still honoured.
+    assert_eq!(
+        choose_accels(AccelPreference::Kvm, base.path()).unwrap(),
+        [Accel::Kvm]
+    );
+    // A memo from another boot does not count.
+    let memo = base.path().join(KVM_UNUSABLE_FILE);
+    std::fs::write(&memo, "some-other-boot-id\nwhy\n").unwrap();
+    assert_eq!(
+        choose_accels(AccelPreference::Auto, base.path()).unwrap(),
+        [Accel::Kvm, Accel::Tcg]
     );
 }

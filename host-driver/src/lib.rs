@@ -23,7 +23,7 @@ mod vm_process;
 pub use client::{ClientError, DaemonClient, ExtractStream};
 pub use launch::{
     start_vm, AccelPreference, FailureLogs, ImageSpec, LaunchError, LaunchOptions, LaunchTimeouts,
-    RunningVm, TransportPreference,
+    RunningVm, TransportPreference, KVM_UNUSABLE_FILE,
 };
 pub use qemu::Accel;
 pub use teardown::{is_alive, stop_vm, TeardownError};

@@ -1,7 +1,7 @@
 //! How the host reaches the daemon inside a VM: a vsock stream.
 //!
 //! Two ways exist, with the same daemon behind them:
-//! - **kernel vsock**: the VM has a `vhost-vsock-pci` device with a guest CID
+//! - **kernel vsock**: the VM has a `vhost-vsock-device` with a guest CID
 //!   and the host connects an `AF_VSOCK` socket to `(cid, port)`. This needs
 //!   `/dev/vhost-vsock`, which the project's build machines do not have, so
 //!   this path is written and unit-tested for its address handling but cannot
@@ -36,7 +36,7 @@ pub enum VsockAddr {
     /// Needs `/dev/vhost-vsock` on the host (not available on this project's
     /// build machines; see ENVIRONMENT.md).
     Kernel {
-        /// Guest context id (`vhost-vsock-pci,guest-cid=N`).
+        /// Guest context id (`vhost-vsock-device,guest-cid=N`).
         cid: u32,
         /// Vsock port of the daemon.
         port: u32,

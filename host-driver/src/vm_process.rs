@@ -449,7 +449,7 @@ mod tests {
     #[test]
     fn cid_in_use_message() {
         assert!(is_cid_in_use(
-            "qemu-system-x86_64: -device vhost-vsock-pci,guest-cid=10: vhost-vsock: unable to set guest cid: Address already in use"
+            "qemu-system-x86_64: -device vhost-vsock-device,guest-cid=10: vhost-vsock: unable to set guest cid: Address already in use"
         ));
         assert!(!is_cid_in_use(
             "qemu-system-x86_64: failed to set MSR 0x10a"

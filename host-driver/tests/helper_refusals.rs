@@ -217,7 +217,7 @@ fn kernel_vsock_is_passed_as_a_descriptor() {
         assert!(out.status.success(), "{}", stderr(&out));
         let args = String::from_utf8_lossy(&out.stdout);
         assert!(
-            args.contains("vhost-vsock-pci,guest-cid=4242,vhostfd="),
+            args.contains("vhost-vsock-device,guest-cid=4242,vhostfd="),
             "{args}"
         );
     } else {
@@ -244,9 +244,14 @@ async fn start_vm_reports_helper_refusals() {
     let kernel = dir.path().join("vmlinux");
     let initramfs = dir.path().join("initramfs.img");
     let disk = dir.path().join("disk.raw");
-    for f in [&kernel, &initramfs, &disk] {
+    for f in [&initramfs, &disk] {
         std::fs::write(f, b"x").unwrap();
     }
+    // Passes the CLI's kernel check (a bzImage setup header signature); the helper
+    // refuses the request before anything boots it.
+    let mut fake_kernel = vec![0u8; 4096];
+    fake_kernel[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&kernel, fake_kernel).unwrap();
     let base = dir.path().join("run");
     let mut opts = file_restore::LaunchOptions::new(
         &kernel,

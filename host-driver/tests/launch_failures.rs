@@ -1,4 +1,4 @@
-//! Failure paths of `start_vm` with a real QEMU and the host's Debian kernel:
+//! Failure paths of `start_vm` with a real QEMU and the project's guest kernel:
 //! nothing may be left running, the run directory must be gone and the error
 //! must quote the console.
 //!
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{have, host_kernel, initramfs_with_init, processes_mentioning};
+use common::{guest_kernel, have, initramfs_with_init, processes_mentioning};
 use file_restore::{
     start_vm, Accel, AccelPreference, ImageSpec, LaunchError, LaunchOptions, TransportPreference,
 };
@@ -24,11 +24,7 @@ fn prerequisites() -> Option<PathBuf> {
             return None;
         }
     }
-    let k = host_kernel();
-    if k.is_none() {
-        eprintln!("skipping: no /boot/vmlinuz-*-amd64");
-    }
-    k
+    guest_kernel()
 }
 
 fn raw_disk(dir: &Path) -> ImageSpec {
@@ -74,12 +70,46 @@ async fn missing_kernel_fails_fast() {
     assert!(!base.exists(), "nothing is created for invalid input");
 }
 
+/// A file that passes for a kernel (a bzImage setup header signature); tests whose
+/// start fails before QEMU boots anything use it.
+fn fake_bzimage(dir: &Path) -> PathBuf {
+    let path = dir.join("vmlinuz");
+    let mut image = vec![0u8; 4096];
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&path, image).unwrap();
+    path
+}
+
+/// A `--kernel` that is no kernel is refused before anything starts, naming the file.
+#[tokio::test]
+async fn a_file_that_is_no_kernel_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initramfs.img");
+    std::fs::write(&initrd, b"").unwrap();
+    let base = dir.path().join("run");
+    for (name, content) in [
+        ("notes.txt", b"hello, not a kernel".to_vec()),
+        ("plain.elf", b"\x7fELF\x02\x01\x01\0".to_vec()),
+    ] {
+        let kernel = dir.path().join(name);
+        std::fs::write(&kernel, content).unwrap();
+        let opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);
+        let err = start_vm(opts).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, LaunchError::Kernel { .. }), "{msg}");
+        assert!(
+            msg.contains(name) && msg.contains("not a bootable kernel"),
+            "{msg}"
+        );
+    }
+    assert!(!base.exists(), "nothing is created for invalid input");
+}
+
 #[tokio::test]
 async fn missing_sidecar_is_named_with_install_hint() {
     let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("vmlinux");
+    let kernel = fake_bzimage(dir.path());
     let initrd = dir.path().join("initramfs.img");
-    std::fs::write(&kernel, b"").unwrap();
     std::fs::write(&initrd, b"").unwrap();
     let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], dir.path());
     opts.transport = TransportPreference::VhostUser;
@@ -101,9 +131,8 @@ async fn dying_sidecar_is_reported_and_cleaned_up() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let kernel = dir.path().join("vmlinux");
+    let kernel = fake_bzimage(dir.path());
     let initrd = dir.path().join("initramfs.img");
-    std::fs::write(&kernel, b"").unwrap();
     std::fs::write(&initrd, b"").unwrap();
     let fake = dir.path().join("fake-sidecar");
     std::fs::write(
@@ -161,6 +190,18 @@ async fn init_exit_panics_and_is_reported() {
         other => panic!("expected VmExited, got: {other}"),
     }
     assert!(msg.contains("last-failed-console.log"), "{msg}");
+    // Where /dev/kvm opens but KVM did not run the guest, the failure is remembered
+    // so that later starts go straight to TCG.
+    let kvm_opens = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if kvm_opens {
+        let memo = std::fs::read_to_string(base.join(file_restore::KVM_UNUSABLE_FILE)).unwrap();
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_eq!(memo.lines().next(), Some(boot_id.trim()), "{memo}");
+    }
     assert_clean(&base);
 }
 

@@ -1,6 +1,6 @@
-//! The success path of `start_vm` and `stop_vm` with a real QEMU, the host's
-//! Debian kernel and a stand-in daemon (`fake_guest/init.c`: static C, loads
-//! the virtio/vsock modules, answers status with the ticket from `/ticket`).
+//! The success path of `start_vm` and `stop_vm` with a real QEMU, the project's
+//! guest kernel and a stand-in daemon (`fake_guest/init.c`: static C, answers
+//! status with the ticket from `/ticket`).
 //! It checks what does not depend on the real restore daemon: the per-VM
 //! ticket arrives in the guest, the vsock transport and readiness work, the
 //! error mapping of a real 404/401, the VM-map round trip, and that
@@ -12,62 +12,29 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{have, host_kernel, initramfs_with_init, processes_mentioning, KillOnDrop};
+use common::{guest_kernel, have, initramfs_with_init, processes_mentioning, KillOnDrop};
 use file_restore::{
     is_alive, start_vm, stop_vm, DaemonClient, ImageSpec, LaunchOptions, RunningVm,
 };
 
-/// Modules the stand-in loads (it has its own load order), relative to `kernel/`.
-const MODULES: &[&str] = &[
-    "drivers/virtio/virtio_ring.ko",
-    "drivers/virtio/virtio.ko",
-    "drivers/virtio/virtio_pci_legacy_dev.ko",
-    "drivers/virtio/virtio_pci_modern_dev.ko",
-    "drivers/virtio/virtio_pci.ko",
-    "net/vmw_vsock/vsock.ko",
-    "net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
-    "net/vmw_vsock/vmw_vsock_virtio_transport.ko",
-];
-
-/// Kernel and its uncompressed module files, or `None` (the test skips).
-fn prerequisites() -> Option<(PathBuf, Vec<PathBuf>)> {
+/// Kernel and tools, or `None` (the test skips).
+fn prerequisites() -> Option<PathBuf> {
     for p in ["qemu-system-x86_64", "gcc", "cpio", "vhost-device-vsock"] {
         if !have(p) {
             eprintln!("skipping: {p} not found");
             return None;
         }
     }
-    let kernel = host_kernel()?;
-    let release = kernel
-        .file_name()?
-        .to_str()?
-        .strip_prefix("vmlinuz-")?
-        .to_string();
-    let dir = PathBuf::from(format!("/lib/modules/{release}/kernel"));
-    let modules: Vec<PathBuf> = MODULES.iter().map(|m| dir.join(m)).collect();
-    if let Some(missing) = modules.iter().find(|m| !m.exists()) {
-        eprintln!("skipping: {} not found", missing.display());
-        return None;
-    }
-    Some((kernel, modules))
+    guest_kernel()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fake_guest_start_status_stop() {
-    let Some((kernel, modules)) = prerequisites() else {
+    let Some(kernel) = prerequisites() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let guest_names: Vec<String> = modules
-        .iter()
-        .map(|m| format!("m/{}", m.file_name().unwrap().to_string_lossy()))
-        .collect();
-    let extra: Vec<(&str, &std::path::Path)> = guest_names
-        .iter()
-        .map(String::as_str)
-        .zip(modules.iter().map(PathBuf::as_path))
-        .collect();
-    let initrd = initramfs_with_init(dir.path(), include_str!("fake_guest/init.c"), &extra);
+    let initrd = initramfs_with_init(dir.path(), include_str!("fake_guest/init.c"), &[]);
     let disk = dir.path().join("disk.raw");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let base = dir.path().join("run");

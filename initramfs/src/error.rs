@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-/// Everything that can go wrong while building the initramfs or extracting `vmlinux`.
+/// Everything that can go wrong while building the boot files.
 ///
 /// Every variant that concerns a file names it.
 #[derive(Debug, thiserror::Error)]
@@ -18,73 +18,13 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// No kernel image was found where the default kernel is looked for.
-    #[error(
-        "no kernel found in {} (looked for vmlinuz-* with a matching {}/<version>): \
-         install one with `apt-get install linux-image-amd64` or pass --kernel",
-        boot_dir.display(),
-        modules_root.display()
-    )]
-    NoKernel {
-        /// Where kernel images were looked for (normally `/boot`).
-        boot_dir: PathBuf,
-        /// Where module trees were looked for (normally `/lib/modules`).
-        modules_root: PathBuf,
-    },
-
-    /// The kernel release could not be worked out for a kernel given explicitly.
-    #[error(
-        "{}: cannot tell the kernel release (the file is not named vmlinuz-<version> and \
-         its bzImage header has no version string): pass --modules-dir",
-        kernel.display()
-    )]
-    UnknownRelease {
-        /// The kernel image.
-        kernel: PathBuf,
-    },
-
-    /// The module directory of the chosen kernel does not exist.
-    #[error(
-        "{}: no module directory for kernel release {release}: install the matching \
-         linux-image package or pass --modules-dir",
-        path.display()
-    )]
-    NoModulesDir {
-        /// The kernel release.
-        release: String,
-        /// The directory that was expected.
+    /// The kernel given is not an image QEMU can boot.
+    #[error("{}: not a bootable kernel: {reason}", path.display())]
+    NotAKernel {
+        /// The file given as the kernel.
         path: PathBuf,
-    },
-
-    /// A line of `modules.dep` (or a sibling index) could not be understood.
-    #[error("{}:{line}: {message}", path.display())]
-    ModuleIndex {
-        /// The index file.
-        path: PathBuf,
-        /// The 1-based line number.
-        line: usize,
-        /// What was wrong.
-        message: String,
-    },
-
-    /// No compressed kernel payload was found in a bzImage.
-    #[error("no xz, zstd or gzip compressed kernel found in the bzImage ({size} bytes)")]
-    NoPayload {
-        /// Size of the image that was searched.
-        size: usize,
-    },
-
-    /// A payload decompressed, but not to an ELF file.
-    #[error(
-        "the {format} payload at offset {offset} does not decompress to an ELF file: {reason}"
-    )]
-    BadPayload {
-        /// The compression format (`xz`, `zstd`, `gzip`).
-        format: &'static str,
-        /// Offset of the payload in the bzImage.
-        offset: usize,
-        /// What went wrong.
-        reason: String,
+        /// What it is instead.
+        reason: &'static str,
     },
 
     /// The daemon binary cannot be used as `/init`.

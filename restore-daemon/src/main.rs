@@ -1,8 +1,8 @@
 //! restore-daemon: the guest side of file-restore.
 //!
 //! In the restore VM it runs as `/init` (PID 1): it mounts the pseudo
-//! filesystems, loads the kernel modules shipped in the initramfs, starts
-//! the API on vsock, scans the virtio disks in the background, and powers
+//! filesystems, starts the API on vsock (every driver it needs is built into
+//! the guest kernel), scans the virtio disks in the background, and powers
 //! the VM off when asked, when idle, or on a fatal error.
 //!
 //! `restore-daemon dev …` runs the same API on the host for fast tests:
@@ -17,7 +17,6 @@ mod confine;
 mod disks;
 mod error;
 mod extract;
-mod kmod;
 mod listing;
 mod mounts;
 mod pid1;
@@ -25,6 +24,7 @@ mod server;
 mod state;
 mod stream;
 mod vpath;
+mod vsock_conn;
 mod watchdog;
 
 use anyhow::{bail, Context};
@@ -116,6 +116,7 @@ fn run_vm() -> anyhow::Result<()> {
     if std::process::id() != 1 {
         bail!("VM mode must run as PID 1 (/init); for tests on the host use `restore-daemon dev`");
     }
+    let init_at = pid1::uptime_secs();
     pid1::mount_pseudo_filesystems();
     let cfg = config::Config::load(Path::new(config::CONFIG_PATH))?;
     init_logging(&cfg.log_level);
@@ -123,14 +124,19 @@ fn run_vm() -> anyhow::Result<()> {
         "restore-daemon {} starting as PID 1",
         env!("CARGO_PKG_VERSION")
     );
-    kmod::load_boot_modules();
     let ticket = config::read_ticket(Path::new(config::TICKET_PATH))?;
     let watchdog = watchdog::Watchdog::new(Duration::from_secs(cfg.idle_timeout));
     let state = Arc::new(State::new(ticket, watchdog.clone(), PathBuf::from("/mnt")));
     let rt = runtime()?;
     let reason = rt.block_on(async {
         tokio::spawn(pid1::reap_children());
-        server::serve(ListenAddr::Vsock(cfg.port), state.clone()).await?;
+        server::serve(ListenAddr::Vsock(cfg.port), state.clone(), true).await?;
+        // One line for boot-time measurements (make bench reads it from the console
+        // log): guest uptime when /init started and when the API listened.
+        eprintln!(
+            "restore-daemon: boot: init {init_at:.3} s, listening {:.3} s (guest uptime)",
+            pid1::uptime_secs()
+        );
         let scan_state = state.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
@@ -140,24 +146,7 @@ fn run_vm() -> anyhow::Result<()> {
                 disks.len(),
                 started.elapsed().as_millis()
             );
-            // Prefetch the drivers of the filesystems found, so the first
-            // mount rarely waits for them; a mount loads its own group
-            // at once if the prefetch has not reached it.
-            let mut types: Vec<&'static str> = disks
-                .iter()
-                .flat_map(|d| {
-                    d.buckets
-                        .iter()
-                        .filter_map(|b| mounts::mount_options(b.fstype).map(|(fs, _)| fs))
-                })
-                .collect();
-            // In bucket order (users start with the first partitions), each once.
-            let mut seen = std::collections::HashSet::new();
-            types.retain(|t| seen.insert(*t));
             scan_state.set_disks(disks);
-            for fs in types {
-                kmod::ensure_group(fs);
-            }
         });
         anyhow::Ok(wait_for_end(&state, watchdog).await)
     })?;
@@ -230,7 +219,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     state.set_disks(disks);
     let rt = runtime()?;
     let reason = rt.block_on(async {
-        server::serve(args.listen.clone(), state.clone()).await?;
+        server::serve(args.listen.clone(), state.clone(), false).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let reason = tokio::select! {
             r = wait_for_end(&state, watchdog) => r,

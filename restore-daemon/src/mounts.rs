@@ -36,11 +36,16 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         FsType::Squashfs => ("squashfs", ""),
         FsType::F2fs => ("f2fs", "norecovery"),
         FsType::Hfsplus => ("hfsplus", ""),
+        FsType::Hfs => ("hfs", ""),
         FsType::Ufs1 => ("ufs", "ufstype=44bsd"),
         FsType::Ufs2 => ("ufs", "ufstype=ufs2"),
-        FsType::Ntfs | FsType::LvmPv | FsType::Swap | FsType::Luks | FsType::Unknown => {
-            return None
-        }
+        // ntfs3 mounts a volume whose dirty flag is set (an unclean Windows shutdown)
+        // read-only, and never replays its $LogFile onto a read-only device.
+        FsType::Ntfs => ("ntfs3", "iocharset=utf8"),
+        FsType::Erofs => ("erofs", ""),
+        // JFS replays its log only on read-write mounts.
+        FsType::Jfs => ("jfs", "iocharset=utf8"),
+        FsType::LvmPv | FsType::Swap | FsType::Luks | FsType::Unknown => return None,
     })
 }
 
@@ -80,7 +85,6 @@ pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBu
     })?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let data_opt = if data.is_empty() { None } else { Some(data) };
-    crate::kmod::ensure_group(fs);
     let started = std::time::Instant::now();
     nix::mount::mount(Some(&bucket.device), &target, Some(fs), flags, data_opt).map_err(|e| {
         let hint = match e {

@@ -49,12 +49,23 @@ pub async fn reap_children() {
     }
 }
 
-/// Syncs and powers the VM off; the host sees QEMU exit.
+/// Seconds since the guest kernel started its clock (CLOCK_BOOTTIME), for
+/// boot-time measurements; 0 if the clock cannot be read.
+pub fn uptime_secs() -> f64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME)
+        .map(|t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9)
+        .unwrap_or(0.0)
+}
+
+/// Syncs and ends the VM; the host sees QEMU exit.
+///
+/// The guest kernel has no ACPI (nothing to power off through), so it
+/// reboots: QEMU runs with `-no-reboot` and exits instead.
 pub fn power_off(reason: &str) -> ! {
     log::info!("powering off: {reason}");
     eprintln!("restore-daemon: powering off: {reason}");
     nix::unistd::sync();
-    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
     // Only reached when reboot(2) is not permitted.
     std::process::exit(1)
 }

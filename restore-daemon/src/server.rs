@@ -63,7 +63,7 @@ enum Listener {
 impl Listener {
     async fn accept(&self) -> std::io::Result<Box<dyn Conn>> {
         Ok(match self {
-            Listener::Vsock(l) => Box::new(l.accept().await?.0),
+            Listener::Vsock(l) => Box::new(crate::vsock_conn::VsockConn::new(l.accept().await?.0)),
             Listener::Unix(l) => Box::new(l.accept().await?.0),
             Listener::Tcp(l) => Box::new(l.accept().await?.0),
         })
@@ -109,10 +109,14 @@ async fn bind(addr: &ListenAddr) -> anyhow::Result<Listener> {
 }
 
 /// Binds `addr` and serves the API on a background task.
-pub async fn serve(addr: ListenAddr, state: Arc<State>) -> anyhow::Result<()> {
+///
+/// In the VM (`boot_clock`), the first accepted connection is noted on the
+/// console with the guest uptime, for boot-time measurements.
+pub async fn serve(addr: ListenAddr, state: Arc<State>, boot_clock: bool) -> anyhow::Result<()> {
     let listener = bind(&addr).await?;
     log::info!("listening on {addr:?}");
     tokio::spawn(async move {
+        let mut first = boot_clock;
         loop {
             let conn = match listener.accept().await {
                 Ok(c) => c,
@@ -122,6 +126,12 @@ pub async fn serve(addr: ListenAddr, state: Arc<State>) -> anyhow::Result<()> {
                     continue;
                 }
             };
+            if std::mem::take(&mut first) {
+                eprintln!(
+                    "restore-daemon: boot: first connection {:.3} s (guest uptime)",
+                    crate::pid1::uptime_secs()
+                );
+            }
             let state = state.clone();
             tokio::spawn(async move {
                 let svc = service_fn(move |req| api::handle(state.clone(), req));
@@ -130,7 +140,13 @@ pub async fn serve(addr: ListenAddr, state: Arc<State>) -> anyhow::Result<()> {
                     .serve_connection(TokioIo::new(conn), svc)
                     .await;
                 if let Err(e) = result {
-                    log::debug!("connection ended: {e}");
+                    let mut msg = e.to_string();
+                    let mut cause = std::error::Error::source(&e);
+                    while let Some(c) = cause {
+                        msg.push_str(&format!(": {c}"));
+                        cause = c.source();
+                    }
+                    log::info!("connection ended: {msg}");
                 }
             });
         }

@@ -295,7 +295,7 @@ fn command_line_comes_from_vm_config() {
         "-drive",
         "file=nbd://h/e,format=raw,if=none,id=drive2,read-only=on"
     ));
-    assert!(pair("-device", "vhost-vsock-pci,guest-cid=77,vhostfd=6"));
+    assert!(pair("-device", "vhost-vsock-device,guest-cid=77,vhostfd=6"));
     assert!(pair("-initrd", "/dev/fd/5"));
     assert!(pair("-kernel", "/usr/local/lib/file-restore/vmlinux"));
     assert!(

@@ -1,7 +1,7 @@
 /* A stand-in for the restore daemon, used by tests/launch_fake_guest.rs
  * to exercise start_vm's success path and stop_vm before the real daemon
- * and initramfs exist. Runs as /init: loads the virtio and vsock modules
- * from /m, reads /ticket, and answers HTTP on vsock port 1024:
+ * and initramfs exist. Runs as /init on the project's guest kernel (virtio
+ * and vsock built in): reads /ticket and answers HTTP on vsock port 1024:
  *   GET /api/status  -> {"api_version":1,"alive":true[,"uptime":1]}
  *   anything without the ticket -> 401 {"error":"missing or invalid ticket"}
  *   POST /api/stop   -> 200 {} but keeps running (so stop_vm must use QMP)
@@ -16,16 +16,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-static void load(const char *name) {
-    char path[256];
-    snprintf(path, sizeof path, "/m/%s.ko", name);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || syscall(SYS_finit_module, fd, "", 0) != 0)
-        perror(path);
-    if (fd >= 0)
-        close(fd);
-}
-
 static void answer(int c, const char *status, const char *body) {
     char head[256];
     int n = snprintf(head, sizeof head,
@@ -37,13 +27,6 @@ static void answer(int c, const char *status, const char *body) {
 }
 
 int main(void) {
-    const char *mods[] = {"virtio_ring", "virtio", "virtio_pci_legacy_dev",
-                          "virtio_pci_modern_dev", "virtio_pci", "vsock",
-                          "vmw_vsock_virtio_transport_common",
-                          "vmw_vsock_virtio_transport"};
-    for (size_t i = 0; i < sizeof mods / sizeof *mods; i++)
-        load(mods[i]);
-
     char ticket[128] = {0}, value[256];
     int tf = open("/ticket", O_RDONLY);
     if (tf < 0 || read(tf, ticket, sizeof ticket - 1) <= 0)

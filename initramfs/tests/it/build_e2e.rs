@@ -1,4 +1,4 @@
-//! `build()` end to end with a synthetic kernel and module tree (no /boot needed).
+//! `build()` end to end with synthetic kernels.
 
 use std::fs;
 use std::path::Path;
@@ -27,43 +27,24 @@ fn pvh_elf() -> Vec<u8> {
     elf[96..104].copy_from_slice(&(note.len() as u64).to_le_bytes()); // p_filesz
     elf[112..120].copy_from_slice(&4u64.to_le_bytes()); // p_align
     elf.extend_from_slice(&note);
+    elf.extend_from_slice(b"\0Linux version 9.9.9-test (builder) #1\0");
     elf.resize(64 * 1024, 0xcc);
     elf
 }
 
-/// A fake bzImage: some setup bytes, then a zstd-compressed ELF, then trailing bytes.
-fn fake_bzimage(elf: &[u8]) -> Vec<u8> {
-    let mut image = vec![0x90; 4096];
-    image.extend(zstd::encode_all(elf, 3).unwrap());
-    image.extend_from_slice(&[0u8; 100]);
+/// A file with just a bzImage setup header signature.
+fn fake_bzimage() -> Vec<u8> {
+    let mut image = vec![0u8; 8192];
+    image[0x202..0x206].copy_from_slice(b"HdrS");
     image
-}
-
-fn module_tree(dir: &Path) {
-    fs::create_dir_all(dir.join("kernel")).unwrap();
-    fs::write(
-        dir.join("modules.dep"),
-        "kernel/virtio.ko: kernel/virtio_ring.ko\nkernel/virtio_ring.ko:\n\
-         kernel/virtio_blk.ko: kernel/virtio.ko kernel/virtio_ring.ko\nkernel/dm-mod.ko:\n",
-    )
-    .unwrap();
-    fs::write(dir.join("modules.builtin"), "kernel/fs/ext4/ext4.ko\n").unwrap();
-    for name in ["virtio", "virtio_ring", "virtio_blk", "dm-mod"] {
-        fs::write(dir.join(format!("kernel/{name}.ko")), format!("ko {name}")).unwrap();
-    }
 }
 
 fn options(tmp: &Path, kernel: &[u8]) -> BuildOptions {
     let daemon = tmp.join("restore-daemon");
     fs::write(&daemon, b"#!/bin/false\nnot really a daemon\n").unwrap();
-    let kernel_path = tmp.join("vmlinuz-9.9.9-test");
+    let kernel_path = tmp.join("kernel-in");
     fs::write(&kernel_path, kernel).unwrap();
-    let modules = tmp.join("modules/9.9.9-test");
-    module_tree(&modules);
-    let mut opts = BuildOptions::new(&daemon, tmp.join("out"));
-    opts.kernel = Some(kernel_path);
-    opts.modules_dir = Some(modules);
-    opts.extra_modules = vec!["dm-mod".to_string()];
+    let mut opts = BuildOptions::new(&daemon, kernel_path, tmp.join("out"));
     opts.config = DaemonConfig {
         idle_timeout: 30,
         ..DaemonConfig::default()
@@ -94,7 +75,7 @@ fn builds_pvh_kernel_initramfs_and_boot_json() {
     let tmp = tempfile::tempdir().unwrap();
     let elf = pvh_elf();
     assert!(has_pvh_note(&elf));
-    let opts = options(tmp.path(), &fake_bzimage(&elf));
+    let opts = options(tmp.path(), &elf);
     let out = build(&opts).unwrap();
 
     let out_dir = fs::canonicalize(tmp.path().join("out")).unwrap();
@@ -103,12 +84,6 @@ fn builds_pvh_kernel_initramfs_and_boot_json() {
     assert_eq!(fs::read(&out.kernel).unwrap(), elf);
     assert!(!out_dir.join("vmlinuz").exists());
     assert_eq!(out.kernel_release, "9.9.9-test");
-    assert_eq!(
-        out.modules,
-        ["virtio_ring", "virtio", "virtio_blk", "dm_mod"]
-    );
-    assert_eq!(out.builtin_modules, ["ext4"]);
-    assert!(out.missing_modules.contains(&"xfs".to_string()));
     assert!(
         out.warnings.iter().any(|w| w.contains("not an ELF")),
         "{:?}",
@@ -136,44 +111,20 @@ fn builds_pvh_kernel_initramfs_and_boot_json() {
         "mnt",
         "tmp",
         "etc",
-        "lib",
-        "lib/modules",
         "dev/console",
         "dev/null",
         "init",
         "etc/restore-daemon.json",
-        "etc/modules.load",
-        "lib/modules/virtio_ring.ko",
-        "lib/modules/virtio.ko",
-        "lib/modules/virtio_blk.ko",
-        "lib/modules/dm_mod.ko",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
-    expected.push("etc/modules.d".to_string());
-    for (group, _) in file_restore_initramfs::MODULE_GROUPS {
-        expected.push(format!("etc/modules.d/{group}.load"));
-    }
     expected.sort();
     assert_eq!(listed, expected);
 
     let entries = newc::parse(&image);
     let get = |name: &str| entries.iter().find(|e| e.name == name).unwrap();
     assert_eq!(get("init").mode, 0o100_755);
-    // The boot group holds virtio_blk after its dependencies, and no filesystem.
-    let boot = String::from_utf8(get("etc/modules.d/boot.load").data.clone()).unwrap();
-    let pos = |m: &str| {
-        boot.find(&format!("/lib/modules/{m}.ko"))
-            .unwrap_or(usize::MAX)
-    };
-    assert!(
-        pos("virtio_ring") < pos("virtio_blk") && pos("virtio_blk") != usize::MAX,
-        "{boot}"
-    );
-    assert!(!boot.contains("dm_mod"), "{boot}");
-    let dm = String::from_utf8(get("etc/modules.d/dm.load").data.clone()).unwrap();
-    assert_eq!(dm, "/lib/modules/dm_mod.ko\n");
     assert_eq!(get("init").data, fs::read(&opts.daemon).unwrap());
     assert_eq!(get("tmp").mode, 0o040_755);
     assert_eq!(
@@ -188,12 +139,6 @@ fn builds_pvh_kernel_initramfs_and_boot_json() {
         String::from_utf8(get("etc/restore-daemon.json").data.clone()).unwrap(),
         r#"{"idle_timeout":30,"port":1024,"log_level":"info"}"#
     );
-    assert_eq!(
-        String::from_utf8(get("etc/modules.load").data.clone()).unwrap(),
-        "/lib/modules/virtio_ring.ko\n/lib/modules/virtio.ko\n/lib/modules/virtio_blk.ko\n/lib/modules/dm_mod.ko\n"
-    );
-    assert_eq!(get("lib/modules/dm_mod.ko").data, b"ko dm-mod");
-
     // No temporary files are left behind.
     let mut files: Vec<String> = fs::read_dir(&out_dir)
         .unwrap()
@@ -204,9 +149,9 @@ fn builds_pvh_kernel_initramfs_and_boot_json() {
 }
 
 #[test]
-fn falls_back_to_bzimage_without_pvh() {
+fn a_bzimage_is_copied_as_vmlinuz_with_a_warning() {
     let tmp = tempfile::tempdir().unwrap();
-    let kernel = b"not a kernel at all".repeat(100);
+    let kernel = fake_bzimage();
     let opts = options(tmp.path(), &kernel);
     // A stale vmlinux from an earlier build must go.
     fs::create_dir_all(&opts.out_dir).unwrap();
@@ -216,24 +161,47 @@ fn falls_back_to_bzimage_without_pvh() {
     assert!(out.kernel.ends_with("vmlinuz"));
     assert_eq!(fs::read(&out.kernel).unwrap(), kernel);
     assert!(!opts.out_dir.join("vmlinux").exists());
-    assert!(out
-        .warnings
-        .iter()
-        .any(|w| w.contains("could not extract vmlinux")));
+    assert!(
+        out.warnings.iter().any(|w| w.contains("is a bzImage")),
+        "{:?}",
+        out.warnings
+    );
+    assert_eq!(out.kernel_release, "unknown");
     let boot = BootInfo::read(&out.boot_json).unwrap();
     assert!(!boot.pvh);
 }
 
 #[test]
-fn errors_name_the_missing_file() {
+fn a_kernel_in_place_is_not_copied_onto_itself() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut opts = options(tmp.path(), b"x");
+    let mut opts = options(tmp.path(), &pvh_elf());
+    fs::create_dir_all(&opts.out_dir).unwrap();
+    let in_place = opts.out_dir.join("vmlinux");
+    fs::copy(&opts.kernel, &in_place).unwrap();
+    opts.kernel = in_place.clone();
+    let out = build(&opts).unwrap();
+    assert_eq!(out.kernel, fs::canonicalize(&in_place).unwrap());
+    assert_eq!(fs::read(&in_place).unwrap(), pvh_elf());
+}
+
+#[test]
+fn errors_name_the_bad_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = options(tmp.path(), &pvh_elf());
     opts.daemon = tmp.path().join("no-such-daemon");
     let err = build(&opts).unwrap_err().to_string();
     assert!(err.contains("no-such-daemon"), "{err}");
 
-    let mut opts = options(tmp.path(), b"x");
-    opts.modules_dir = Some(tmp.path().join("no-modules"));
+    let opts = options(tmp.path(), b"not a kernel at all");
     let err = build(&opts).unwrap_err().to_string();
-    assert!(err.contains("no-modules"), "{err}");
+    assert!(
+        err.contains("kernel-in") && err.contains("not a bootable kernel"),
+        "{err}"
+    );
+    let mut elf_without_note = pvh_elf();
+    elf_without_note[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD, not PT_NOTE
+    let opts = options(tmp.path(), &elf_without_note);
+    let err = build(&opts).unwrap_err().to_string();
+    assert!(err.contains("without the PVH entry note"), "{err}");
+    assert!(!tmp.path().join("out/initramfs.img").exists());
 }

@@ -1,8 +1,5 @@
-//! Integration tests of file-restore-initramfs against the real `cpio` tool and, where
-//! installed, the real Debian kernel in /boot and /lib/modules.
+//! Integration tests of file-restore-initramfs against the real `cpio` tool.
 
 mod build_e2e;
 mod cpio_roundtrip;
-mod module_closure;
 mod newc;
-mod real_kernel;
