@@ -55,6 +55,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
         store_extras(&mut g, &src);
         v.push(g);
     }
+    v.push(crate::ntfs::ntfs_group(ctx)?);
     v.push(nbd_group(ctx)?);
     v.push(broken_transfer());
     Ok(v)
@@ -79,8 +80,24 @@ fn broken_transfer() -> G {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
         let child = c.spawn().context("cannot start the CLI")?;
-        // Let the transfer get going (~60 MB/s: a 256 MiB file takes ~4 s).
-        std::thread::sleep(Duration::from_millis(1200));
+        // Kill the VM once the transfer is under way: the CLI's temporary file in the
+        // target directory has grown past 1 MiB (a fixed sleep raced a loaded machine).
+        let started = std::time::Instant::now();
+        loop {
+            let written: u64 = std::fs::read_dir(sc.path())?
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            if written > 1 << 20 {
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "the transfer did not start within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // SAFETY: plain kill(2) of the VM's QEMU, whose pid status reported.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         let out = child.wait_with_output()?;
@@ -207,7 +224,7 @@ fn teardown_for(g: &mut G, source: std::path::PathBuf) {
 
 /// Levels, then per bucket: recursive listing, tar with every sha256, symlink
 /// traps; unmountable buckets give their error.
-fn matrix_group(ctx: &Ctx, src: Src, weight: u32) -> Result<G> {
+pub fn matrix_group(ctx: &Ctx, src: Src, weight: u32) -> Result<G> {
     let mut g = G::new(src.label.clone(), weight);
     let s = src.clone();
     g.case("levels", move |ctx| checks::check_levels(ctx, &s));

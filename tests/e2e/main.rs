@@ -22,6 +22,7 @@
 
 mod checks;
 mod groups;
+mod ntfs;
 
 use anyhow::{bail, Context, Result};
 use file_restore_tests::cli::Cli;
