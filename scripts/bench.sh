@@ -191,15 +191,8 @@ log "runs: $RUNS (warm list: $WARM_RUNS); report: $OUTFILE"
 fr_stop() { "$FR" stop --all; }
 rm_out() { rm -f "$W"/out.*; }
 
-# Compressed copies of the initramfs for the boot comparison (issue 3).
-gzip -6 -c "$FILE_RESTORE_INITRAMFS" >"$W/initramfs.img.gz"
-zstd -q -3 -c "$FILE_RESTORE_INITRAMFS" >"$W/initramfs.img.zst"
-meta initramfs_gz_bytes "$(stat -c %s "$W/initramfs.img.gz")"
-meta initramfs_zst_bytes "$(stat -c %s "$W/initramfs.img.zst")"
-
 # Time to the first status answer: `file-restore -vv list IMG /` on a new VM, stamped
 # at QEMU's spawn and at the 'started VM' note (printed when the daemon answered).
-# Uncompressed, gzip and zstd initramfs interleaved run by run, so drift hits all three.
 first_answer() {
     local key=$1 out
     shift
@@ -220,13 +213,28 @@ first_answer() {
         fail "${key}_total" "$out"
     fi
 }
-log "file-restore: time to first answer, plain/gzip/zstd initramfs ($RUNS boots each)"
+# A cold list of /gpt/part/1 split into phases (docs/KERNEL.md): host side until QEMU
+# is spawned, QEMU + firmware until the guest clock starts, kernel to /init, daemon to
+# listening, listening to the first connection, then the first mount and listing.
+cold_phases() {
+    local out total spawn ready init listen first
+    [ -z "${FAILED[ph_total]:-}" ] || return 0
+    if ! fr_stop >"$W/prep.log" 2>&1; then fail ph_total "stop --all failed: $(lastlines "$W/prep.log")"; return 0; fi
+    if out=$($LIB phases "$W/run" -- "$FR" -vv list "$GPT" /gpt/part/1 --output-format json 2>&1); then
+        read -r total spawn ready init listen first <<<"$out"
+        printf 'ph_total\t%s\nph_spawn\t%s\nph_firmware\t%s\nph_kernel\t%s\nph_daemon\t%s\nph_answer\t%s\nph_list\t%s\n' \
+            "$total" "$spawn" "$((ready - spawn - first))" "$init" "$((listen - init))" \
+            "$((first - listen))" "$((total - ready))" >>"$SAMPLES"
+    else
+        fail ph_total "$out"
+    fi
+}
+log "file-restore: time to first answer and cold-list phases ($RUNS boots each, interleaved)"
 for ((i = 1; i <= RUNS; i++)); do
     first_answer fa
-    first_answer fagz --initramfs "$W/initramfs.img.gz"
-    first_answer fazst --initramfs "$W/initramfs.img.zst"
+    cold_phases
 done
-for k in fa_boot fagz_boot fazst_boot; do
+for k in fa_boot ph_total ph_kernel; do
     log "  $k: $(awk -F'\t' -v k="$k" '$1 == k && $2 != "FAIL" { printf "%.3fs ", $2 / 1e6 }' "$SAMPLES")"
 done
 

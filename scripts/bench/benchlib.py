@@ -12,6 +12,11 @@ with a non-zero exit.
   benchlib.py stamp -- CMD...                  -> runs a `file-restore -vv` command and
                                                   prints "TOTAL_US SPAWN_US READY_US"
                                                   ("-" where its log line was not seen)
+  benchlib.py phases RUN_DIR -- CMD...         -> runs a `file-restore -vv` command that
+                                                  starts one VM under RUN_DIR and prints
+                                                  "TOTAL SPAWN READY INIT LISTEN FIRST" (us;
+                                                  the last three: guest uptime from the
+                                                  daemon's console lines)
   benchlib.py proc-mem PID                     -> "RAM_MIB RSS HWM RSS_SHMEM RSS_ANON" (KiB;
                                                   RAM_MIB from qemu's -m)
   benchlib.py qemu-with-file PATH              -> pid of the qemu process that has PATH open
@@ -79,11 +84,9 @@ def contains(path, word):
     die(f"{word!r} not found in the output")
 
 
-def stamp(cmd):
-    """Runs a `file-restore -vv …` command that starts a new VM and times, from the
-    moment it is spawned: the last QEMU spawn (the debug line 'started … pid'; an
-    auto accelerator may first try KVM), the 'started VM' note (printed once the daemon
-    answered its first status call) and the exit."""
+def run_stamped(cmd):
+    """Runs CMD, returning (total, spawn, ready) in seconds from its start (None where
+    the log line was not seen); dies with the last lines of its stderr on failure."""
     t0 = time.monotonic()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     spawn = ready = None
@@ -101,8 +104,37 @@ def stamp(cmd):
     end = time.monotonic()
     if rc != 0:
         die(f"exit {rc}: " + " | ".join(tail))
-    us = lambda t: "-" if t is None else str(int(round((t - t0) * 1e6)))
-    print(us(end), us(spawn), us(ready))
+    rel = lambda t: None if t is None else t - t0
+    return rel(end), rel(spawn), rel(ready)
+
+
+def phases(run_dir, cmd):
+    """A cold start split into phases: the daemon prints its guest uptime at /init, when
+    it listens and at its first connection (`restore-daemon: boot: ...` console lines);
+    the host stamps QEMU's spawn and the first answer."""
+    total, spawn, ready = run_stamped(cmd)
+    if spawn is None or ready is None:
+        die("the -vv output had no 'started ... pid' debug line or no 'started VM' note")
+    logs = [os.path.join(run_dir, d, "console.log") for d in os.listdir(run_dir) if d.startswith("vm-")]
+    if len(logs) != 1:
+        die(f"expected one VM run directory in {run_dir}, found {len(logs)}")
+    text = open(logs[0], errors="replace").read()
+    m1 = re.search(r"boot: init ([0-9.]+) s, listening ([0-9.]+) s", text)
+    m2 = re.search(r"boot: first connection ([0-9.]+) s", text)
+    if not m1 or not m2:
+        die(f"{logs[0]} has no 'restore-daemon: boot:' lines")
+    us = lambda t: str(int(round(t * 1e6)))
+    print(us(total), us(spawn), us(ready), us(float(m1.group(1))), us(float(m1.group(2))), us(float(m2.group(1))))
+
+
+def stamp(cmd):
+    """Runs a `file-restore -vv …` command that starts a new VM and times, from the
+    moment it is spawned: the last QEMU spawn (the debug line 'started … pid'; an
+    auto accelerator may first try KVM), the 'started VM' note (printed once the daemon
+    answered its first status call) and the exit."""
+    total, spawn, ready = run_stamped(cmd)
+    us = lambda t: "-" if t is None else str(int(round(t * 1e6)))
+    print(us(total), us(spawn), us(ready))
 
 
 def status_field(pid, field):
@@ -202,6 +234,11 @@ def main(argv):
         if a and a[0] == "--":
             a = a[1:]
         stamp(a)
+    elif cmd == "phases":
+        run_dir, rest = a[0], a[1:]
+        if rest and rest[0] == "--":
+            rest = rest[1:]
+        phases(run_dir, rest)
     elif cmd == "proc-mem":
         proc_mem(int(a[0]))
     elif cmd == "qemu-with-file":

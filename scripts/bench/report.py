@@ -11,7 +11,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-TARGET_COLD_S = 3.5
+TARGET_COLD_S = 1.0
 TARGET_WARM_S = 0.150
 TARGET_MBPS = 30.0
 
@@ -200,22 +200,28 @@ class Report:
     def boot_table(self):
         out = ["| measurement | target | value | met? |", "|---|---|---|---|"]
         b, bt = self.cell("fa_boot")
-        out.append(f"| Time to first status answer (QEMU start → daemon answers) | ≤ {TARGET_COLD_S} s | {bt} "
-                   f"| {'–' if b is None else ('yes' if b <= TARGET_COLD_S else '**no**')} |")
+        out.append(f"| Time to first status answer (QEMU spawn → daemon answers) | – | {bt} | – |")
         _, tt = self.cell("fa_total")
         out.append(f"| `file-restore list IMG /` on a new VM, wall time | – | {tt} | – |")
-        _, st = self.cell("fa_spawn")
-        out.append(f"| of which before the QEMU that answers is started (CLI, image probe, a failed KVM try) | – | {st} | – |")
         size = int(self.m.get("initramfs_bytes", 0))
-        gz = int(self.m.get("initramfs_gz_bytes", 0))
-        zst = int(self.m.get("initramfs_zst_bytes", 0))
-        mib = lambda n: f"{n / 1048576:.1f} MiB"
-        out.append(f"| initramfs size (build/initramfs.img, uncompressed cpio) | – | {mib(size)} "
-                   f"(gzip -6: {mib(gz)}, zstd -3: {mib(zst)}) | – |")
-        for key, label in [("fagz", "gzip -6"), ("fazst", "zstd -3")]:
-            v, t = self.cell(f"{key}_boot")
-            out.append(f"| first status answer with a {label} initramfs | – | {t} "
-                       f"| {ratio(b, v, True, ('faster uncompressed', 'slower uncompressed'))} |")
+        out.append(f"| initramfs size (build/initramfs.img, uncompressed cpio, no modules) | – "
+                   f"| {size / 1048576:.1f} MiB | – |")
+        out += ["", "Where the time of a cold `list gpt.img /gpt/part/1` goes (`-vv` runs, interleaved with the "
+                "first-answer runs; each phase is its own median, so they need not add up exactly):", "",
+                "| phase | how it is measured | median (min–max) |", "|---|---|---|"]
+        phases = [
+            ("ph_spawn", "host: CLI start, image checks, sidecar, helper", "until the launcher's 'started … pid' line"),
+            ("ph_firmware", "QEMU start + firmware + early kernel", "spawn → first answer, minus the guest uptime at "
+             "the daemon's first connection"),
+            ("ph_kernel", "kernel to `/init`", "guest uptime when `/init` starts (console line)"),
+            ("ph_daemon", "daemon to listening", "guest uptime at listen − at `/init`"),
+            ("ph_answer", "listening to first connection", "guest uptime at first accepted connection − at listen"),
+            ("ph_list", "first mount + listing + CLI exit", "'started VM' note → exit"),
+            ("ph_total", "**cold list, total**", "wall time of the command"),
+        ]
+        for key, label, how in phases:
+            _, t = self.cell(key)
+            out.append(f"| {label} | {how} | {t} |")
         return out
 
     def header(self):
@@ -277,9 +283,11 @@ class Report:
             "the other's time (or moves N times the bytes per second).",
             "- Time to first answer: `file-restore -vv list gpt.img /` on a new VM; its debug line at QEMU's spawn "
             "and the 'started VM' note (printed once the daemon answered the readiness status call) are "
-            "time-stamped as they arrive. The compressed initramfs runs pass `--initramfs` with a gzip or zstd "
-            "copy of build/initramfs.img (the per-VM ticket cpio is appended uncompressed either way); the three "
-            "variants alternate run by run.",
+            "time-stamped as they arrive.",
+            "- Phases: the same stamps on `file-restore -vv list gpt.img /gpt/part/1`, plus the guest uptimes the "
+            "daemon prints on the console (`restore-daemon: boot: init … s, listening … s` and `first connection "
+            "… s`); the guest clock starts early in the kernel, so QEMU start, firmware and the kernel's first "
+            "milliseconds are one phase.",
             "- Memory: guest RAM is QEMU's `-m`; RSS is VmRSS from /proc/PID/status.",
         ]
 
@@ -289,7 +297,7 @@ class Report:
         out += self.main_table()
         out += ["", "## libguestfs kept running (`guestfish --listen`, one appliance for all calls)", ""]
         out += self.warm_lg_table()
-        out += ["", "## Boot (issue 3)", ""]
+        out += ["", "## Boot", ""]
         out += self.boot_table()
         if self.notes.texts:
             out += ["", "## Notes", ""]
