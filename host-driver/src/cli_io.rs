@@ -2,7 +2,7 @@
 //! or a directory unpacked safely. Shows progress on a terminal.
 
 use crate::client::{ClientError, ExtractStream};
-use crate::unpack::{self, UnpackOptions};
+use crate::unpack::{self, UnpackOptions, UnpackStats};
 use indicatif::ProgressBar;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -161,12 +161,23 @@ impl Read for ChunkReader {
     }
 }
 
-/// Unpacks a tar stream from the daemon into `target` (created if missing),
-/// stripping the archive's top-level directory.
+/// The unpack options of `file-restore extract` (the archive's top-level
+/// directory is stripped).
+pub fn extract_unpack_options(overwrite: bool, same_owner: bool) -> UnpackOptions {
+    UnpackOptions {
+        overwrite,
+        strip_components: 1,
+        same_owner,
+        umask: None,
+    }
+}
+
+/// Unpacks a tar stream from the daemon into `target` (created if missing)
+/// with `opts`; returns the summary line ([`unpack_summary`]).
 pub async fn unpack_stream(
     mut stream: ExtractStream,
     target: &Path,
-    overwrite: bool,
+    opts: UnpackOptions,
 ) -> anyhow::Result<String> {
     std::fs::create_dir_all(target).map_err(|e| OutputError::Write {
         what: "creating",
@@ -174,11 +185,7 @@ pub async fn unpack_stream(
         source: e,
     })?;
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
-    let opts = UnpackOptions {
-        overwrite,
-        strip_components: 1,
-        preserve_owner: nix::unistd::geteuid().is_root(),
-    };
+    let same_owner = opts.same_owner;
     let target2 = target.to_path_buf();
     let worker = tokio::task::spawn_blocking(move || {
         unpack::unpack_tar(
@@ -217,6 +224,11 @@ pub async fn unpack_stream(
         return Err(OutputError::Transfer(e).into());
     }
     let s = result?;
+    Ok(unpack_summary(&s, same_owner))
+}
+
+/// What an unpack did, for the CLI's summary line.
+pub fn unpack_summary(s: &UnpackStats, same_owner: bool) -> String {
     let mut parts = vec![
         format!("{} files", s.files),
         format!("{} directories", s.dirs),
@@ -228,9 +240,25 @@ pub async fn unpack_stream(
     if s.fifos + s.devices > 0 {
         parts.push(format!("{} special files", s.fifos + s.devices));
     }
+    if s.skipped_special > 0 {
+        parts.push(if same_owner {
+            format!(
+                "{} device nodes skipped (they need root)",
+                s.skipped_special
+            )
+        } else {
+            format!(
+                "{} special files (devices, FIFOs) skipped (--same-owner creates them)",
+                s.skipped_special
+            )
+        });
+    }
     if s.skipped > 0 {
-        parts.push(format!("{} skipped (devices need root)", s.skipped));
+        parts.push(format!(
+            "{} entries of unsupported types skipped",
+            s.skipped
+        ));
     }
     parts.push(format!("{} bytes", s.bytes));
-    Ok(parts.join(", "))
+    parts.join(", ")
 }

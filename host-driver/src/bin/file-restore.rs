@@ -76,8 +76,11 @@ enum Cmd {
     /// A file goes to TARGET (a file name, or an existing directory to put it in)
     /// or to stdout (TARGET omitted or -). A directory without --format is unpacked
     /// into TARGET (created if missing): entries never land outside it, symlinks are
-    /// created but never followed, mode and mtime are kept (ownership as root).
-    /// With --format zip|tar the archive itself goes to TARGET or stdout.
+    /// created but never followed, mode (less the umask and set-id bits) and mtime
+    /// are kept, files belong to you, device nodes and FIFOs are skipped, and
+    /// directories that already exist keep their mode and times (--same-owner
+    /// restores owners, set-id bits and special files). With --format zip|tar the
+    /// archive itself goes to TARGET or stdout.
     Extract {
         /// Image file, snapshot directory or nbd:// URI.
         source: String,
@@ -94,6 +97,10 @@ enum Cmd {
         /// Replace existing files in TARGET.
         #[arg(long)]
         overwrite: bool,
+        /// When unpacking: restore the image's owners (as root), set-id bits,
+        /// device nodes (as root) and FIFOs, and modes without the umask.
+        #[arg(long)]
+        same_owner: bool,
     },
     /// Show running restore VMs.
     Status {
@@ -229,17 +236,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             zstd,
             overwrite,
+            same_owner,
         } => {
             let (_, entry) = vm_for(&m, &source).await?;
-            extract(
-                &entry,
-                path.as_bytes(),
-                target.as_deref(),
+            let opts = ExtractOpts {
                 format,
                 zstd,
                 overwrite,
-            )
-            .await
+                same_owner,
+            };
+            extract(&entry, path.as_bytes(), target.as_deref(), &opts).await
         }
         Cmd::Status { output_format } => {
             let mut notes = Vec::new();
@@ -386,14 +392,26 @@ async fn is_directory(entry: &VmEntry, path: &[u8]) -> anyhow::Result<Option<Ent
     }
 }
 
+/// The flags of `extract`.
+struct ExtractOpts {
+    format: Option<ArchiveFormat>,
+    zstd: bool,
+    overwrite: bool,
+    same_owner: bool,
+}
+
 async fn extract(
     entry: &VmEntry,
     path: &[u8],
     target: Option<&Path>,
-    format: Option<ArchiveFormat>,
-    zstd: bool,
-    overwrite: bool,
+    opts: &ExtractOpts,
 ) -> anyhow::Result<()> {
+    let ExtractOpts {
+        format,
+        zstd,
+        overwrite,
+        same_owner,
+    } = *opts;
     let norm = normalize(path);
     let shown = String::from_utf8_lossy(&norm).into_owned();
     let target = target.filter(|t| t.as_os_str() != "-");
@@ -412,7 +430,8 @@ async fn extract(
                 .extract(&norm, ExtractFormat::Tar, false, None)
                 .await
                 .map_err(|e| daemon_error(e, &norm))?;
-            let stats = file_restore::cli_io::unpack_stream(stream, target, overwrite).await?;
+            let unpack_opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
+            let stats = file_restore::cli_io::unpack_stream(stream, target, unpack_opts).await?;
             eprintln!(
                 "file-restore: unpacked {shown} into {} ({stats})",
                 target.display()
@@ -456,5 +475,45 @@ async fn extract(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extract_flags(args: &[&str]) -> (bool, bool) {
+        let cli = Cli::try_parse_from(
+            [
+                "file-restore",
+                "extract",
+                "img.qcow2",
+                "/d/part/1/etc",
+                "out",
+            ]
+            .iter()
+            .chain(args),
+        )
+        .unwrap();
+        match cli.cmd {
+            Cmd::Extract {
+                overwrite,
+                same_owner,
+                ..
+            } => (overwrite, same_owner),
+            _ => panic!("not extract"),
+        }
+    }
+
+    #[test]
+    fn same_owner_flag_reaches_the_unpack_options() {
+        let (overwrite, same_owner) = extract_flags(&[]);
+        assert!(!same_owner);
+        let opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
+        assert!(!opts.same_owner && !opts.overwrite);
+        assert_eq!((opts.strip_components, opts.umask), (1, None));
+        let (overwrite, same_owner) = extract_flags(&["--same-owner", "--overwrite"]);
+        let opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
+        assert!(opts.same_owner && opts.overwrite);
     }
 }
