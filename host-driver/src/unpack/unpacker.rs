@@ -13,6 +13,7 @@ use tar::EntryType;
 
 use super::fsops;
 use super::{normalize, read_meta, DirMeta, Meta, UnpackError, UnpackOptions, UnpackStats};
+use crate::cli_io::terminal_safe;
 
 fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
@@ -144,14 +145,20 @@ impl<'a> Unpacker<'a> {
                 self.hardlink(Path::new(OsStr::from_bytes(&link)), &rel, &display, &meta)
             }
             EntryType::Fifo | EntryType::Char | EntryType::Block if !self.opts.same_owner => {
-                log::info!("skipped special file '{display}' (--same-owner creates them)");
+                log::info!(
+                    "skipped special file '{}' (--same-owner creates them)",
+                    terminal_safe(&display)
+                );
                 self.stats.skipped_special += 1;
                 Ok(())
             }
             EntryType::Fifo => self.special(&rel, &display, &meta, libc::S_IFIFO, 0),
             EntryType::Char | EntryType::Block => {
                 if !self.is_root {
-                    log::warn!("skipped device node '{display}': devices are created only as root");
+                    log::warn!(
+                        "skipped device node '{}': devices are created only as root",
+                        terminal_safe(&display)
+                    );
                     self.stats.skipped_special += 1;
                     return Ok(());
                 }
@@ -166,7 +173,10 @@ impl<'a> Unpacker<'a> {
                 self.special(&rel, &display, &meta, ifmt, libc::makedev(major, minor))
             }
             other => {
-                log::warn!("skipped archive entry '{display}' of unsupported type {other:?}");
+                log::warn!(
+                    "skipped archive entry '{}' of unsupported type {other:?}",
+                    terminal_safe(&display)
+                );
                 self.stats.skipped += 1;
                 Ok(())
             }
