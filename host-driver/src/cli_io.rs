@@ -2,8 +2,9 @@
 //! or a directory unpacked safely. Shows progress on a terminal.
 
 use crate::client::{ClientError, ExtractStream};
-use crate::unpack::{self, UnpackOptions};
+use crate::unpack::{self, UnpackOptions, UnpackStats};
 use indicatif::ProgressBar;
+use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::mpsc;
@@ -30,6 +31,30 @@ pub enum OutputError {
     /// Unpacking failed.
     #[error(transparent)]
     Unpack(#[from] unpack::UnpackError),
+}
+
+/// Text for a terminal: control characters (C0, DEL, C1 including the
+/// 8-bit CSI) and bidirectional overrides are replaced by visible escapes
+/// (`\x1b`, `\u{9b}`, `\u{202e}`), so names, link targets and messages
+/// from the untrusted guest cannot move the cursor, retitle the window,
+/// fake lines or reorder text. Everything else is kept as is.
+pub fn terminal_safe(s: &str) -> Cow<'_, str> {
+    let bad =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !s.chars().any(bad) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if !bad(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            out.push_str(&format!("\\x{:02x}", c as u32));
+        } else {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+    Cow::Owned(out)
 }
 
 fn progress(len: Option<u64>) -> ProgressBar {
@@ -161,12 +186,23 @@ impl Read for ChunkReader {
     }
 }
 
-/// Unpacks a tar stream from the daemon into `target` (created if missing),
-/// stripping the archive's top-level directory.
+/// The unpack options of `file-restore extract` (the archive's top-level
+/// directory is stripped).
+pub fn extract_unpack_options(overwrite: bool, same_owner: bool) -> UnpackOptions {
+    UnpackOptions {
+        overwrite,
+        strip_components: 1,
+        same_owner,
+        umask: None,
+    }
+}
+
+/// Unpacks a tar stream from the daemon into `target` (created if missing)
+/// with `opts`; returns the summary line ([`unpack_summary`]).
 pub async fn unpack_stream(
     mut stream: ExtractStream,
     target: &Path,
-    overwrite: bool,
+    opts: UnpackOptions,
 ) -> anyhow::Result<String> {
     std::fs::create_dir_all(target).map_err(|e| OutputError::Write {
         what: "creating",
@@ -174,11 +210,7 @@ pub async fn unpack_stream(
         source: e,
     })?;
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(8);
-    let opts = UnpackOptions {
-        overwrite,
-        strip_components: 1,
-        preserve_owner: nix::unistd::geteuid().is_root(),
-    };
+    let same_owner = opts.same_owner;
     let target2 = target.to_path_buf();
     let worker = tokio::task::spawn_blocking(move || {
         unpack::unpack_tar(
@@ -217,6 +249,11 @@ pub async fn unpack_stream(
         return Err(OutputError::Transfer(e).into());
     }
     let s = result?;
+    Ok(unpack_summary(&s, same_owner))
+}
+
+/// What an unpack did, for the CLI's summary line.
+pub fn unpack_summary(s: &UnpackStats, same_owner: bool) -> String {
     let mut parts = vec![
         format!("{} files", s.files),
         format!("{} directories", s.dirs),
@@ -228,9 +265,41 @@ pub async fn unpack_stream(
     if s.fifos + s.devices > 0 {
         parts.push(format!("{} special files", s.fifos + s.devices));
     }
+    if s.skipped_special > 0 {
+        parts.push(if same_owner {
+            format!(
+                "{} device nodes skipped (they need root)",
+                s.skipped_special
+            )
+        } else {
+            format!(
+                "{} special files (devices, FIFOs) skipped (--same-owner creates them)",
+                s.skipped_special
+            )
+        });
+    }
     if s.skipped > 0 {
-        parts.push(format!("{} skipped (devices need root)", s.skipped));
+        parts.push(format!(
+            "{} entries of unsupported types skipped",
+            s.skipped
+        ));
     }
     parts.push(format!("{} bytes", s.bytes));
-    Ok(parts.join(", "))
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(terminal_safe("plain name ü.txt"), "plain name ü.txt");
+        assert!(matches!(terminal_safe("ok"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(
+            terminal_safe("a\x1b]0;owned\x07b\nc\rd\te\x7f\u{9b}2J\u{85}\u{202e}fdp.exe"),
+            "a\\x1b]0;owned\\x07b\\x0ac\\x0dd\\x09e\\x7f\\u{9b}2J\\u{85}\\u{202e}fdp.exe"
+        );
+        assert_eq!(terminal_safe("\0"), "\\x00");
+    }
 }

@@ -230,8 +230,8 @@ impl DaemonClient {
         let resp = self
             .send(Method::GET, endpoint::LIST, &uri, true, None)
             .await?;
-        let value: serde_json::Value = self.json(endpoint::LIST, resp).await?;
-        parse_entries(value)
+        let body = self.body(endpoint::LIST, resp).await?;
+        parse_listing(&body)
     }
 
     /// Starts an extract stream of `path`.
@@ -345,19 +345,28 @@ impl DaemonClient {
         }
     }
 
-    async fn json<T: serde::de::DeserializeOwned>(
+    /// A JSON answer's body, at most [`MAX_JSON_BODY`] bytes.
+    async fn body(
         &self,
         endpoint: &'static str,
         resp: Response<Incoming>,
-    ) -> Result<T, ClientError> {
-        let body = Limited::new(resp.into_body(), MAX_JSON_BODY)
+    ) -> Result<Bytes, ClientError> {
+        Ok(Limited::new(resp.into_body(), MAX_JSON_BODY)
             .collect()
             .await
             .map_err(|e| ClientError::BadResponse {
                 endpoint,
                 detail: format!("reading the body from {}: {e}", self.addr),
             })?
-            .to_bytes();
+            .to_bytes())
+    }
+
+    async fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        resp: Response<Incoming>,
+    ) -> Result<T, ClientError> {
+        let body = self.body(endpoint, resp).await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
             endpoint,
             detail: format!("invalid JSON: {e}"),
@@ -379,19 +388,59 @@ fn extract_uri(path: &[u8], format: ExtractFormat, zstd: bool) -> String {
     uri
 }
 
-/// Accepts a bare array of entries, or an object holding it under `entries` or `data`.
-fn parse_entries(value: serde_json::Value) -> Result<Vec<Entry>, ClientError> {
-    let list = match value {
-        serde_json::Value::Object(mut map) => map
-            .remove("entries")
-            .or_else(|| map.remove("data"))
-            .unwrap_or(serde_json::Value::Null),
-        other => other,
-    };
-    serde_json::from_value(list).map_err(|e| ClientError::BadResponse {
-        endpoint: endpoint::LIST,
-        detail: format!("not a list of entries: {e}"),
-    })
+/// A listing: a bare array of entries, or an object holding it under
+/// `entries` or `data` (other fields ignored). Deserialized straight into
+/// [`Entry`] values, never through an untyped `serde_json::Value` tree
+/// (several times the size of the entries for a large directory).
+struct Listing(Vec<Entry>);
+
+impl<'de> serde::Deserialize<'de> for Listing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Listing;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of entries, or an object with `entries` or `data`")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Listing, A::Error> {
+                let mut out = Vec::new();
+                while let Some(e) = seq.next_element::<Entry>()? {
+                    out.push(e);
+                }
+                Ok(Listing(out))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Listing, A::Error> {
+                let mut found: Option<Vec<Entry>> = None;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if found.is_none() && (key == "entries" || key == "data") {
+                        found = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                found
+                    .map(Listing)
+                    .ok_or_else(|| serde::de::Error::missing_field("entries"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses a listing body (see [`Listing`]).
+pub fn parse_listing(body: &[u8]) -> Result<Vec<Entry>, ClientError> {
+    serde_json::from_slice::<Listing>(body)
+        .map(|l| l.0)
+        .map_err(|e| ClientError::BadResponse {
+            endpoint: endpoint::LIST,
+            detail: format!("not a list of entries: {e}"),
+        })
 }
 
 /// Turns a non-2xx answer into [`ClientError::Daemon`], keeping the daemon's message.

@@ -259,17 +259,30 @@ fn error_message_fallbacks() {
 fn entries_wrapped_or_bare() {
     let e = serde_json::json!({"filepath": "Lw==", "text": "/", "type": "v", "leaf": false,
         "size": null, "mtime": null});
+    let parse = |v: serde_json::Value| parse_listing(v.to_string().as_bytes());
+    assert_eq!(parse(serde_json::json!([e.clone()])).unwrap().len(), 1);
     assert_eq!(
-        parse_entries(serde_json::json!([e.clone()])).unwrap().len(),
-        1
-    );
-    assert_eq!(
-        parse_entries(serde_json::json!({"entries": [e.clone()]}))
+        parse(serde_json::json!({"other": {"x": [1]}, "entries": [e.clone()]}))
             .unwrap()
             .len(),
         1
     );
-    assert!(parse_entries(serde_json::json!({"nope": 1})).is_err());
+    assert_eq!(
+        parse(serde_json::json!({"data": [e.clone()]})).unwrap()[0].text,
+        "/"
+    );
+    let err = parse(serde_json::json!({"nope": 1}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a list of entries: missing field `entries`"),
+        "{err}"
+    );
+    // A bad entry is reported where it is in the body.
+    let err = parse(serde_json::json!([e, {"filepath": 1}]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 1 column"), "{err}");
 }
 
 #[test]

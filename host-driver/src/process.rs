@@ -210,19 +210,21 @@ fn strip_control(text: &str) -> String {
     out
 }
 
+/// Whether `p` is a regular file (after symlinks) with an execute bit.
+pub(crate) fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Finds an executable: a path with a `/` as is, else the first match on `$PATH`.
 pub(crate) fn find_program(name: &Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let is_exec = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if name.as_os_str().as_bytes().contains(&b'/') {
-        return is_exec(name).then(|| name.to_path_buf());
+        return is_executable(name).then(|| name.to_path_buf());
     }
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
-        .find(|p| is_exec(p))
+        .find(|p| is_executable(p))
 }
 
 #[cfg(test)]

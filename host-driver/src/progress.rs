@@ -1,7 +1,7 @@
 //! Progress for long transfers: a bar on stderr (bytes, rate, elapsed) when
 //! stderr is a terminal, nothing otherwise, so scripts and pipes see no noise.
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -29,104 +29,9 @@ pub fn progress_bar(total: Option<u64>, message: &str) -> ProgressBar {
     bar
 }
 
-/// A writer that reports the bytes written through it to a progress bar.
-pub struct ProgressWriter<W> {
-    inner: W,
-    bar: ProgressBar,
-}
-
-impl<W: Write> ProgressWriter<W> {
-    /// Wraps `inner` with a new [`progress_bar`].
-    pub fn new(inner: W, total: Option<u64>, message: &str) -> Self {
-        Self::with_bar(inner, progress_bar(total, message))
-    }
-
-    /// Wraps `inner`, reporting to `bar`.
-    pub fn with_bar(inner: W, bar: ProgressBar) -> Self {
-        ProgressWriter { inner, bar }
-    }
-
-    /// The bar (its position is the number of bytes written so far).
-    pub fn bar(&self) -> &ProgressBar {
-        &self.bar
-    }
-
-    /// Flushes, leaves the bar's final line (size, rate, time) on screen and
-    /// returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        self.inner.flush()?;
-        self.bar.finish();
-        Ok(self.inner)
-    }
-}
-
-impl<W: Write> Write for ProgressWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-/// A reader that reports the bytes read through it to a progress bar (for
-/// a stream consumed by the unpacker).
-pub struct ProgressReader<R> {
-    inner: R,
-    bar: ProgressBar,
-}
-
-impl<R: Read> ProgressReader<R> {
-    /// Wraps `inner` with a new [`progress_bar`].
-    pub fn new(inner: R, total: Option<u64>, message: &str) -> Self {
-        ProgressReader {
-            inner,
-            bar: progress_bar(total, message),
-        }
-    }
-
-    /// The bar (its position is the number of bytes read so far).
-    pub fn bar(&self) -> &ProgressBar {
-        &self.bar
-    }
-
-    /// Leaves the bar's final line on screen and returns the inner reader.
-    pub fn finish(self) -> R {
-        self.bar.finish();
-        self.inner
-    }
-}
-
-impl<R: Read> Read for ProgressReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.bar.inc(n as u64);
-        Ok(n)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counts_bytes_and_passes_them_through() {
-        let mut w = ProgressWriter::new(Vec::new(), Some(10), "test");
-        w.write_all(b"hello").unwrap();
-        w.write_all(b" world").unwrap();
-        assert_eq!(w.bar().position(), 11);
-        assert_eq!(w.finish().unwrap(), b"hello world");
-
-        let data = vec![3u8; 100_000];
-        let mut r = ProgressReader::new(data.as_slice(), None, "test");
-        let mut out = Vec::new();
-        r.read_to_end(&mut out).unwrap();
-        assert_eq!(r.bar().position(), 100_000);
-        assert_eq!(out, data);
-    }
 
     #[test]
     fn hidden_when_stderr_is_not_a_terminal() {

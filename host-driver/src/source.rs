@@ -528,14 +528,8 @@ pub fn guest_config(src: &Source) -> Option<PathBuf> {
 
 /// The VM map key for a SOURCE: the systemd-unit-escaped
 /// `qemu_<canonical source>` followed by `_` and [`identity_hash`] of the
-/// images, so a replaced or modified image gets a new VM.
-pub fn vm_name(src: &Source, images: &[DiskImage]) -> String {
-    let ids: Vec<ImageIdentity> = images.iter().map(|i| i.identity.clone()).collect();
-    vm_name_from_identities(src, &ids)
-}
-
-/// [`vm_name`] from the identities alone (see [`find_image_files`]), without
-/// running qemu-img.
+/// images' identities (from [`find_image_files`], without running
+/// qemu-img), so a replaced or modified image gets a new VM.
 pub fn vm_name_from_identities(src: &Source, ids: &[ImageIdentity]) -> String {
     let mut key = b"qemu_".to_vec();
     match src {

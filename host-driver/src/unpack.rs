@@ -15,10 +15,20 @@
 //!   fsynced and renamed into place, so a broken transfer or a full disk
 //!   never leaves a half-written file under its final name;
 //! - existing files are kept unless [`UnpackOptions::overwrite`];
-//! - mode and mtime are kept (directories' after their contents), owners
-//!   only with [`UnpackOptions::preserve_owner`] when running as root.
+//! - mode and mtime are kept (directories' after their contents), less the
+//!   umask and without set-id bits; directories that already existed in
+//!   TARGET keep their own mode and times;
+//! - device nodes and FIFOs are skipped (counted in [`UnpackStats`]);
+//! - with [`UnpackOptions::same_owner`] the image's owners (as root), set-id
+//!   bits and special files are restored, and the umask is not applied;
+//! - TARGET itself is opened without following a symlink, and no mode
+//!   change ever follows one;
+//! - extension headers are capped ([`guard::MAX_EXTENSION`]) and GNU sparse
+//!   entries refused before the `tar` crate reads them; runs of zero blocks
+//!   in files become holes.
 
 mod fsops;
+mod guard;
 #[cfg(test)]
 mod tests;
 mod unpacker;
@@ -28,8 +38,6 @@ use std::io::{self, Read};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
-
-use tar::EntryType;
 
 use unpacker::Unpacker;
 
@@ -41,9 +49,15 @@ pub struct UnpackOptions {
     /// Leading path components to drop from every entry (as `tar
     /// --strip-components`); entries with no component left are skipped.
     pub strip_components: usize,
-    /// Keep owners and set-id bits; takes effect only when running as root
-    /// (effective uid 0). Also needed to create device nodes.
-    pub preserve_owner: bool,
+    /// Restore what the image says beyond names and data (`--same-owner`):
+    /// owners (when running as root), set-id bits, FIFOs and device nodes
+    /// (devices only as root), and modes without the umask. Off, files are
+    /// owned by the invoking user, get no set-id bits, respect the umask,
+    /// and special files are skipped.
+    pub same_owner: bool,
+    /// The umask applied to modes without [`Self::same_owner`]; `None`: the
+    /// process's.
+    pub umask: Option<u32>,
 }
 
 /// What an unpack created.
@@ -61,7 +75,10 @@ pub struct UnpackStats {
     pub fifos: u64,
     /// Device nodes created.
     pub devices: u64,
-    /// Entries skipped with a warning (devices when not root, unknown types).
+    /// Device nodes and FIFOs skipped (without `same_owner`; devices also
+    /// when not root).
+    pub skipped_special: u64,
+    /// Entries of unsupported types skipped with a warning.
     pub skipped: u64,
     /// Bytes of file data written.
     pub bytes: u64,
@@ -161,12 +178,32 @@ struct Meta {
     mtime: (i64, u32),
     uid: u32,
     gid: u32,
+    /// pax `GNU.sparse.*` records: a GNU sparse file (refused).
+    gnu_sparse: bool,
 }
 
 /// A directory whose mode and mtime are set after all entries.
 struct DirMeta {
     rel: PathBuf,
     meta: Meta,
+}
+
+/// The process's umask, read without changing it (`/proc/self/status`),
+/// else by setting and restoring it.
+pub fn process_umask() -> u32 {
+    if let Ok(s) = fs::read_to_string("/proc/self/status") {
+        if let Some(v) = s.lines().find_map(|l| l.strip_prefix("Umask:")) {
+            if let Ok(m) = u32::from_str_radix(v.trim(), 8) {
+                return m;
+            }
+        }
+    }
+    // SAFETY: umask cannot fail; the old value is put back at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old as u32
+    }
 }
 
 /// Unpacks the tar stream `reader` into `target` (created if missing).
@@ -185,31 +222,36 @@ pub fn unpack_tar<R: Read>(
     fs::create_dir_all(target).map_err(target_err)?;
     let root: OwnedFd = fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(target)
-        .map_err(target_err)?
+        .map_err(|e| {
+            let is_link = fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink());
+            if is_link {
+                target_err(io::Error::new(
+                    e.kind(),
+                    "it is a symlink, which is not followed: give the directory itself",
+                ))
+            } else {
+                target_err(e)
+            }
+        })?
         .into();
     // SAFETY: geteuid cannot fail.
     let is_root = unsafe { libc::geteuid() } == 0;
-    let mut u = Unpacker::new(root, target, opts, is_root && opts.preserve_owner);
-    let mut archive = tar::Archive::new(CountingReader {
+    let umask = opts.umask.unwrap_or_else(process_umask) & 0o777;
+    let mut u = Unpacker::new(root, target, opts, is_root, umask);
+    let mut archive = tar::Archive::new(guard::TarGuard::new(CountingReader {
         inner: reader,
         total: 0,
         trailing_zeros: 0,
-    });
+    }));
     let mut last_end = 0u64;
     for entry in archive.entries().map_err(archive_err)? {
         let mut entry = entry.map_err(archive_err)?;
-        // Bytes stored in the archive (a sparse file's data is shorter than its size).
-        let stored = if entry.header().entry_type() == EntryType::GNUSparse {
-            entry.header().entry_size().unwrap_or(0)
-        } else {
-            entry.size()
-        };
-        last_end = entry.raw_file_position() + stored.div_ceil(512) * 512;
+        last_end = entry.raw_file_position() + entry.size().div_ceil(512) * 512;
         u.entry(&mut entry)?;
     }
-    let counter = archive.into_inner();
+    let counter = archive.into_inner().into_inner();
     if counter.total < last_end + 512 || counter.trailing_zeros < counter.total - last_end {
         return Err(UnpackError::Truncated {
             detail: format!(
@@ -223,6 +265,18 @@ pub fn unpack_tar<R: Read>(
 }
 
 fn archive_err(e: io::Error) -> UnpackError {
+    if let Some(g) = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<guard::GuardError>())
+    {
+        return match g {
+            guard::GuardError::Sparse { entry } => UnpackError::Refused {
+                entry: entry.clone(),
+                reason: "GNU sparse tar entries are not supported".into(),
+            },
+            guard::GuardError::ExtensionTooLarge { .. } => UnpackError::Archive { source: e },
+        };
+    }
     let msg = e.to_string();
     if e.kind() == io::ErrorKind::UnexpectedEof
         || msg.contains("EOF")
@@ -277,9 +331,13 @@ fn read_meta<R: Read>(entry: &mut tar::Entry<R>) -> Result<Meta, UnpackError> {
         mtime: (h.mtime().unwrap_or(0).min(i64::MAX as u64) as i64, 0),
         uid: h.uid().unwrap_or(0).min(u64::from(u32::MAX)) as u32,
         gid: h.gid().unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+        gnu_sparse: false,
     };
     if let Some(exts) = entry.pax_extensions().map_err(archive_err)? {
         for ext in exts.flatten() {
+            if ext.key_bytes().starts_with(b"GNU.sparse.") {
+                meta.gnu_sparse = true;
+            }
             let (Ok(key), Ok(value)) = (ext.key(), ext.value()) else {
                 continue;
             };

@@ -19,7 +19,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -30,8 +30,6 @@ pub const RUNTIME_DIR_ENV: &str = "FILE_RESTORE_RUNTIME_DIR";
 pub const MAP_FILE: &str = "vms.json";
 /// The lock file's name inside the runtime directory.
 pub const LOCK_FILE: &str = "vms.lock";
-/// How long [`LockedMap::lock`] waits by default.
-pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// Version written into the map file.
 pub const MAP_VERSION: u32 = 1;
 
@@ -268,13 +266,6 @@ impl<T> DerefMut for LockedMap<T> {
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-fn epoch_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Takes `flock(LOCK_EX)` on `path`, polling with `LOCK_NB` until `timeout`.
 fn acquire(path: &Path, timeout: Duration) -> Result<File, VmMapError> {
     let lock_err = |e| VmMapError::Lock {
@@ -350,7 +341,7 @@ impl<T: Serialize + DeserializeOwned> LockedMap<T> {
 
     /// A free `vms.json.corrupt-<epoch>[-N]` name.
     fn corrupt_name(&self) -> PathBuf {
-        let base = format!("{MAP_FILE}.corrupt-{}", epoch_secs());
+        let base = format!("{MAP_FILE}.corrupt-{}", crate::launch::unix_now());
         let mut candidate = self.dir.join(&base);
         let mut n = 1;
         while candidate.exists() {

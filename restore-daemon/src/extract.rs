@@ -159,22 +159,29 @@ pub async fn extract(
             let root = bucket_root(&st2, &disk, kind, &bucket)?;
             match format {
                 ExtractFormat::Plain => {
-                    let fd = root
-                        .open_at(&rest, libc::O_RDONLY, Last::Follow)
+                    // O_PATH first: opening a FIFO for reading would block
+                    // until a writer appears (never, on a read-only image),
+                    // and opening a device has side effects. Only a regular
+                    // file is then opened for reading.
+                    let path_fd = root
+                        .open_at(&rest, libc::O_PATH, Last::Follow)
                         .map_err(|e| ApiError::io(&label, &e))?;
-                    let st = confine::fstat(&fd).map_err(|e| ApiError::io(&label, &e))?;
-                    match st.st_mode & libc::S_IFMT {
-                        libc::S_IFREG => {}
-                        libc::S_IFDIR => {
-                            return Err(ApiError::bad_request(format!(
-                                "{label} is a directory: use format=zip or format=tar"
-                            )))
-                        }
-                        _ => {
-                            return Err(ApiError::bad_request(format!(
-                                "{label} is not a regular file"
-                            )))
-                        }
+                    let st = confine::fstat(&path_fd).map_err(|e| ApiError::io(&label, &e))?;
+                    check_plain_type(&label, st.st_mode)?;
+                    let fd = root
+                        .open_at(
+                            &rest,
+                            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+                            Last::Follow,
+                        )
+                        .map_err(|e| ApiError::io(&label, &e))?;
+                    let st2 = confine::fstat(&fd).map_err(|e| ApiError::io(&label, &e))?;
+                    check_plain_type(&label, st2.st_mode)?;
+                    if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            format!("{label} changed while it was opened"),
+                        ));
                     }
                     let size = st.st_size.max(0) as u64;
                     let span = resolve_range(range, size)?;
@@ -248,6 +255,28 @@ pub async fn extract(
         },
     )
     .await
+}
+
+/// Plain extraction serves regular files only; anything else is a 400
+/// that says what it is.
+fn check_plain_type(label: &str, mode: libc::mode_t) -> Result<(), ApiError> {
+    let what = match mode & libc::S_IFMT {
+        libc::S_IFREG => return Ok(()),
+        libc::S_IFDIR => {
+            return Err(ApiError::bad_request(format!(
+                "{label} is a directory: use format=zip or format=tar"
+            )))
+        }
+        libc::S_IFIFO => "a FIFO (named pipe)",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        _ => "not a regular file",
+    };
+    Err(ApiError::bad_request(format!(
+        "{label} is {what}, which has no data to extract: only regular files can be \
+         extracted as plain data (format=tar records it as an entry)"
+    )))
 }
 
 enum Job {

@@ -726,3 +726,112 @@ fn directory_of_100000_entries_streams_in_bounded_memory() {
         body.len()
     );
 }
+
+/// A FIFO, a socket, a device node and a file in the image (`mkfs.ext4 -d`
+/// copies them all). Opening the FIFO for reading would block for ever on a
+/// read-only image: a plain extract must refuse it at once, archives must
+/// record it without reading, and the daemon must keep serving.
+#[test]
+fn fifos_and_sockets_never_block_extracts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let sp = src.join("specials");
+    fs::create_dir_all(&sp).unwrap();
+    fs::write(sp.join("after.txt"), "after\n").unwrap();
+    run(Command::new("mkfifo").arg(sp.join("pipe")));
+    run(Command::new("mknod")
+        .arg(sp.join("null"))
+        .args(["c", "1", "3"]));
+    let _sock = std::os::unix::net::UnixListener::bind(sp.join("sock")).unwrap();
+    let img = ext4_image(tmp.path(), &src);
+    let d = Daemon::start(tmp.path(), vec![("disk0/raw/raw", Loop::new(&img))], 600);
+    let limit = ["--max-time", "20"];
+    let started = Instant::now();
+    for (name, what) in [
+        (
+            "pipe",
+            "is a FIFO (named pipe), which has no data to extract",
+        ),
+        ("sock", "is a socket, which has no data to extract"),
+        (
+            "null",
+            "is a character device, which has no data to extract",
+        ),
+    ] {
+        let p = format!("/disk0/raw/raw/specials/{name}");
+        let (code, body) = d.get(
+            &format!("/api/extract?path={}&format=plain", q(p.as_bytes())),
+            &limit,
+        );
+        assert_eq!(code, 400, "{name}: {}", String::from_utf8_lossy(&body));
+        let msg = error_of(&body);
+        assert!(msg.contains(&p) && msg.contains(what), "{msg}");
+    }
+    // tar of the directory: the FIFO is an entry of type 'p', the file
+    // follows it complete.
+    let (code, tar) = d.get(
+        &format!(
+            "/api/extract?path={}&format=tar",
+            q(b"/disk0/raw/raw/specials")
+        ),
+        &limit,
+    );
+    assert_eq!(code, 200);
+    let mut seen = Vec::new();
+    let mut ar = tar::Archive::new(tar.as_slice());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut data = String::new();
+        std::io::Read::read_to_string(&mut e, &mut data).unwrap();
+        seen.push((name, e.header().entry_type(), data));
+    }
+    seen.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        seen,
+        [
+            (
+                "specials/".to_string(),
+                tar::EntryType::Directory,
+                String::new()
+            ),
+            (
+                "specials/after.txt".into(),
+                tar::EntryType::Regular,
+                "after\n".into()
+            ),
+            ("specials/null".into(), tar::EntryType::Char, String::new()),
+            ("specials/pipe".into(), tar::EntryType::Fifo, String::new()),
+        ]
+    );
+    // The FIFO itself as tar, and the directory as zip.
+    let (code, tar) = d.get(
+        &format!(
+            "/api/extract?path={}&format=tar",
+            q(b"/disk0/raw/raw/specials/pipe")
+        ),
+        &limit,
+    );
+    assert_eq!(code, 200);
+    let mut ar = tar::Archive::new(tar.as_slice());
+    let kinds: Vec<_> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().header().entry_type())
+        .collect();
+    assert_eq!(kinds, [tar::EntryType::Fifo]);
+    let (code, zip) = d.get(
+        &format!(
+            "/api/extract?path={}&format=zip",
+            q(b"/disk0/raw/raw/specials")
+        ),
+        &limit,
+    );
+    assert_eq!(code, 200);
+    assert!(zip.windows(9).any(|w| w == b"after.txt"));
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Nothing is left holding a download slot or a thread.
+    let (code, v) = d.list(b"/disk0/raw/raw/specials");
+    assert_eq!(code, 200);
+    assert_eq!(v.as_array().unwrap().len(), 4);
+}

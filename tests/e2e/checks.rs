@@ -467,14 +467,17 @@ pub fn check_tar(ctx: &Ctx, src: &Src, path: &[u8], want: &Manifest, zstd: bool)
     )
 }
 
-/// Extracts a directory without --format (the CLI unpacks it into TARGET) and
-/// compares: names, types, sizes, modes, owners (root), mtimes, content, symlink
-/// targets, hard links (user xattrs are not promised by the unpacker).
+/// Extracts a directory without --format with --same-owner (the CLI unpacks
+/// it into TARGET with the image's owners, set-id bits and exact modes) and
+/// compares: names, types, sizes, modes, owners (root), mtimes, content,
+/// symlink targets, hard links (user xattrs are not promised by the unpacker).
+/// Without --same-owner the unpacker drops owners, set-id bits and special
+/// files and applies the umask (host-driver unpack unit tests).
 pub fn check_unpack(ctx: &Ctx, src: &Src, path: &[u8], want: &Manifest) -> Result<()> {
     let s = ctx.scratch("unpack")?;
     let target = s.path().join("target");
-    let what = format!("{}: extract {} TARGET", src.label, show(path));
-    extract_into(ctx, src, path, &target, &[])?
+    let what = format!("{}: extract {} TARGET --same-owner", src.label, show(path));
+    extract_into(ctx, src, path, &target, &["--same-owner"])?
         .check()
         .with_context(|| what.clone())?;
     let have = manifest::of_directory(&ctx.mktree(), &target, s.path())?;

@@ -49,9 +49,6 @@ pub enum EntryType {
     /// A symbolic link (`target` holds where it points).
     #[serde(rename = "l")]
     Symlink,
-    /// A hard link (used in archives; listings report regular files as `f`).
-    #[serde(rename = "h")]
-    Hardlink,
     /// A character device.
     #[serde(rename = "c")]
     CharDevice,
@@ -74,7 +71,6 @@ impl EntryType {
             EntryType::Directory => 'd',
             EntryType::File => 'f',
             EntryType::Symlink => 'l',
-            EntryType::Hardlink => 'h',
             EntryType::CharDevice => 'c',
             EntryType::BlockDevice => 'b',
             EntryType::Fifo => 'p',

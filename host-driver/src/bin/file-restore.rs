@@ -4,7 +4,8 @@
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
-use file_restore::manager::{Manager, VmEntry};
+use file_restore::cli_io::terminal_safe as safe;
+use file_restore::manager::{Manager, VmEntry, VmReport};
 use file_restore::{AccelPreference, ClientError, TransportPreference};
 use file_restore_wire::{Entry, EntryType, ExtractFormat};
 use std::ffi::OsString;
@@ -76,8 +77,11 @@ enum Cmd {
     /// A file goes to TARGET (a file name, or an existing directory to put it in)
     /// or to stdout (TARGET omitted or -). A directory without --format is unpacked
     /// into TARGET (created if missing): entries never land outside it, symlinks are
-    /// created but never followed, mode and mtime are kept (ownership as root).
-    /// With --format zip|tar the archive itself goes to TARGET or stdout.
+    /// created but never followed, mode (less the umask and set-id bits) and mtime
+    /// are kept, files belong to you, device nodes and FIFOs are skipped, and
+    /// directories that already exist keep their mode and times (--same-owner
+    /// restores owners, set-id bits and special files). With --format zip|tar the
+    /// archive itself goes to TARGET or stdout.
     Extract {
         /// Image file, snapshot directory or nbd:// URI.
         source: String,
@@ -94,6 +98,10 @@ enum Cmd {
         /// Replace existing files in TARGET.
         #[arg(long)]
         overwrite: bool,
+        /// When unpacking: restore the image's owners (as root), set-id bits,
+        /// device nodes (as root) and FIFOs, and modes without the umask.
+        #[arg(long)]
+        same_owner: bool,
     },
     /// Show running restore VMs.
     Status {
@@ -161,9 +169,15 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
-        eprintln!("file-restore: error: {e:#}");
+        eprintln!("{}", error_line(&e));
         std::process::exit(1);
     }
+}
+
+/// The one stderr line of a failure: the cause chain, with the guest's
+/// texts in it (daemon messages, entry names) made terminal-safe.
+fn error_line(e: &anyhow::Error) -> String {
+    format!("file-restore: error: {}", safe(&format!("{e:#}")))
 }
 
 fn manager(cli: &Cli) -> anyhow::Result<Manager> {
@@ -185,7 +199,7 @@ fn manager(cli: &Cli) -> anyhow::Result<Manager> {
 
 fn print_notes(notes: &mut Vec<String>) {
     for n in notes.drain(..) {
-        eprintln!("file-restore: {n}");
+        eprintln!("file-restore: {}", safe(&n));
     }
 }
 
@@ -229,54 +243,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             format,
             zstd,
             overwrite,
+            same_owner,
         } => {
             let (_, entry) = vm_for(&m, &source).await?;
-            extract(
-                &entry,
-                path.as_bytes(),
-                target.as_deref(),
+            let opts = ExtractOpts {
                 format,
                 zstd,
                 overwrite,
-            )
-            .await
+                same_owner,
+            };
+            extract(&entry, path.as_bytes(), target.as_deref(), &opts).await
         }
         Cmd::Status { output_format } => {
             let mut notes = Vec::new();
             let reports = m.status(&mut notes).await;
             print_notes(&mut notes);
             let reports = reports?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
             match output_format {
-                OutputFormat::Json => println!("{}", serde_json::to_string(&reports)?),
-                OutputFormat::JsonPretty => println!("{}", serde_json::to_string_pretty(&reports)?),
-                OutputFormat::Text => {
-                    if reports.is_empty() {
-                        println!("no restore VMs running");
-                    }
-                    for r in reports {
-                        println!("{}", r.name);
-                        println!("  pid {}  accel {}  transport {}", r.pid, r.accel, r.addr);
-                        println!(
-                            "  uptime {} s  idle timeout in {} s",
-                            r.uptime.map_or("?".into(), |u| u.to_string()),
-                            r.timeout_left.map_or("?".into(), |u| u.to_string())
-                        );
-                        for i in &r.images {
-                            println!("  image {}", i.display());
-                        }
-                        if let Some(g) = &r.guest_config {
-                            println!("  guest config {}", g.display());
-                        }
-                        for d in r.disks.iter().flatten() {
-                            let b: Vec<String> = d
-                                .buckets
-                                .iter()
-                                .map(|b| format!("{} {}", b.path, b.fstype))
-                                .collect();
-                            println!("  disk {}: {}", d.name, b.join(", "));
-                        }
-                    }
+                OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(&reports)?)?,
+                OutputFormat::JsonPretty => {
+                    writeln!(out, "{}", serde_json::to_string_pretty(&reports)?)?
                 }
+                OutputFormat::Text => write_status_text(&mut out, &reports)?,
             }
             Ok(())
         }
@@ -286,7 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 eprintln!("file-restore: no restore VMs were running");
             }
             for n in stopped {
-                eprintln!("file-restore: stopped {n}");
+                eprintln!("file-restore: stopped {}", safe(&n));
             }
             Ok(())
         }
@@ -303,9 +293,54 @@ fn daemon_error(e: ClientError, path: &[u8]) -> anyhow::Error {
     }
 }
 
+/// `status` as text; what the guest reported (disk names, bucket paths and
+/// types) is made terminal-safe.
+fn write_status_text(out: &mut impl Write, reports: &[VmReport]) -> std::io::Result<()> {
+    if reports.is_empty() {
+        writeln!(out, "no restore VMs running")?;
+    }
+    for r in reports {
+        writeln!(out, "{}", safe(&r.name))?;
+        writeln!(
+            out,
+            "  pid {}  accel {}  transport {}",
+            r.pid,
+            safe(&r.accel),
+            safe(&r.addr)
+        )?;
+        writeln!(
+            out,
+            "  uptime {} s  idle timeout in {} s",
+            r.uptime.map_or("?".into(), |u| u.to_string()),
+            r.timeout_left.map_or("?".into(), |u| u.to_string())
+        )?;
+        for i in &r.images {
+            writeln!(out, "  image {}", safe(&i.display().to_string()))?;
+        }
+        if let Some(g) = &r.guest_config {
+            writeln!(out, "  guest config {}", safe(&g.display().to_string()))?;
+        }
+        for d in r.disks.iter().flatten() {
+            let b: Vec<String> = d
+                .buckets
+                .iter()
+                .map(|b| format!("{} {}", safe(&b.path), safe(&b.fstype)))
+                .collect();
+            writeln!(out, "  disk {}: {}", safe(&d.name), b.join(", "))?;
+        }
+    }
+    Ok(())
+}
+
 fn print_list(entries: &[Entry], fmt: OutputFormat) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
+    write_list(&mut stdout.lock(), entries, fmt)
+}
+
+/// A listing: JSON exactly as the daemon sent it, or one text line per
+/// entry with the guest's texts (names, targets, types) terminal-safe.
+fn write_list(out: &mut impl Write, entries: &[Entry], fmt: OutputFormat) -> anyhow::Result<()> {
+    let mut out = out;
     match fmt {
         OutputFormat::Json => serde_json::to_writer(&mut out, entries)?,
         OutputFormat::JsonPretty => serde_json::to_writer_pretty(&mut out, entries)?,
@@ -321,13 +356,13 @@ fn print_list(entries: &[Entry], fmt: OutputFormat) -> anyhow::Result<()> {
                     e.entry_type.letter(),
                     size,
                     mtime,
-                    e.text
+                    safe(&e.text)
                 );
                 if let Some(fs) = &e.fstype {
-                    line.push_str(&format!(" [{fs}]"));
+                    line.push_str(&format!(" [{}]", safe(fs)));
                 }
                 if let Some(t) = &e.target {
-                    line.push_str(&format!(" -> {t}"));
+                    line.push_str(&format!(" -> {}", safe(t)));
                 }
                 writeln!(out, "{line}")?;
             }
@@ -386,14 +421,26 @@ async fn is_directory(entry: &VmEntry, path: &[u8]) -> anyhow::Result<Option<Ent
     }
 }
 
+/// The flags of `extract`.
+struct ExtractOpts {
+    format: Option<ArchiveFormat>,
+    zstd: bool,
+    overwrite: bool,
+    same_owner: bool,
+}
+
 async fn extract(
     entry: &VmEntry,
     path: &[u8],
     target: Option<&Path>,
-    format: Option<ArchiveFormat>,
-    zstd: bool,
-    overwrite: bool,
+    opts: &ExtractOpts,
 ) -> anyhow::Result<()> {
+    let ExtractOpts {
+        format,
+        zstd,
+        overwrite,
+        same_owner,
+    } = *opts;
     let norm = normalize(path);
     let shown = String::from_utf8_lossy(&norm).into_owned();
     let target = target.filter(|t| t.as_os_str() != "-");
@@ -412,10 +459,12 @@ async fn extract(
                 .extract(&norm, ExtractFormat::Tar, false, None)
                 .await
                 .map_err(|e| daemon_error(e, &norm))?;
-            let stats = file_restore::cli_io::unpack_stream(stream, target, overwrite).await?;
+            let unpack_opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
+            let stats = file_restore::cli_io::unpack_stream(stream, target, unpack_opts).await?;
             eprintln!(
-                "file-restore: unpacked {shown} into {} ({stats})",
-                target.display()
+                "file-restore: unpacked {} into {} ({stats})",
+                safe(&shown),
+                safe(&target.display().to_string())
             );
             Ok(())
         }
@@ -451,10 +500,153 @@ async fn extract(
                     let n = file_restore::cli_io::write_file_atomically(stream, &dest, overwrite)
                         .await
                         .with_context(|| format!("{} was not written", dest.display()))?;
-                    eprintln!("file-restore: wrote {} ({n} bytes)", dest.display());
+                    eprintln!(
+                        "file-restore: wrote {} ({n} bytes)",
+                        safe(&dest.display().to_string())
+                    );
                     Ok(())
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extract_flags(args: &[&str]) -> (bool, bool) {
+        let cli = Cli::try_parse_from(
+            [
+                "file-restore",
+                "extract",
+                "img.qcow2",
+                "/d/part/1/etc",
+                "out",
+            ]
+            .iter()
+            .chain(args),
+        )
+        .unwrap();
+        match cli.cmd {
+            Cmd::Extract {
+                overwrite,
+                same_owner,
+                ..
+            } => (overwrite, same_owner),
+            _ => panic!("not extract"),
+        }
+    }
+
+    const EVIL: &str = "x\x1b]0;pwned\x07\x1b[2J\nfake line\r\u{9b}31m\x7f";
+    const EVIL_SHOWN: &str = "x\\x1b]0;pwned\\x07\\x1b[2J\\x0afake line\\x0d\\u{9b}31m\\x7f";
+
+    fn no_controls(text: &str) {
+        for line in text.lines() {
+            assert!(
+                !line.chars().any(|c| c.is_control()),
+                "control character in {line:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_listing_escapes_guest_names_json_stays_exact() {
+        let entries = vec![Entry {
+            filepath: file_restore_wire::encode_path(b"/d/part/1/x"),
+            text: EVIL.into(),
+            entry_type: EntryType::Symlink,
+            leaf: true,
+            size: Some(1),
+            mtime: Some(0),
+            target: Some(format!("/etc/{EVIL}")),
+            fstype: Some(format!("ext4{EVIL}")),
+        }];
+        let mut out = Vec::new();
+        write_list(&mut out, &entries, OutputFormat::Text).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text:?}");
+        no_controls(&text);
+        assert_eq!(
+            text,
+            format!(
+                "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN}] -> /etc/{EVIL_SHOWN}\n"
+            )
+        );
+        let mut out = Vec::new();
+        write_list(&mut out, &entries, OutputFormat::Json).unwrap();
+        let back: Vec<Entry> = serde_json::from_slice(&out).unwrap();
+        assert_eq!(back, entries);
+    }
+
+    #[test]
+    fn status_text_escapes_guest_names() {
+        let r = VmReport {
+            name: "qemu_-img_0123".into(),
+            pid: 1,
+            addr: "vhost-user:/run/x.vsock".into(),
+            accel: "tcg".into(),
+            uptime: Some(1),
+            timeout_left: None,
+            images: vec![PathBuf::from("/img")],
+            guest_config: None,
+            disks: Some(vec![file_restore_wire::DiskStatus {
+                name: format!("disk{EVIL}"),
+                buckets: vec![file_restore_wire::BucketStatus {
+                    path: format!("part/{EVIL}"),
+                    fstype: format!("ext4{EVIL}"),
+                    size: 1,
+                    mounted: false,
+                }],
+            }]),
+        };
+        let mut out = Vec::new();
+        write_status_text(&mut out, &[r]).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        no_controls(&text);
+        assert!(
+            text.contains(&format!(
+                "  disk disk{EVIL_SHOWN}: part/{EVIL_SHOWN} ext4{EVIL_SHOWN}\n"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn daemon_errors_are_escaped() {
+        let e = daemon_error(
+            ClientError::Daemon {
+                endpoint: "/api/list",
+                status: 404,
+                message: format!("no such file: {EVIL}"),
+            },
+            b"/p",
+        );
+        let line = error_line(&e);
+        no_controls(&line);
+        assert_eq!(
+            line,
+            format!("file-restore: error: no such file: {EVIL_SHOWN}")
+        );
+        // And an unpack error naming an entry from the archive.
+        let e = anyhow::Error::new(file_restore::unpack::UnpackError::Refused {
+            entry: EVIL.into(),
+            reason: "its path contains '..'".into(),
+        });
+        let line = error_line(&e);
+        no_controls(&line);
+        assert!(line.contains(EVIL_SHOWN), "{line}");
+    }
+
+    #[test]
+    fn same_owner_flag_reaches_the_unpack_options() {
+        let (overwrite, same_owner) = extract_flags(&[]);
+        assert!(!same_owner);
+        let opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
+        assert!(!opts.same_owner && !opts.overwrite);
+        assert_eq!((opts.strip_components, opts.umask), (1, None));
+        let (overwrite, same_owner) = extract_flags(&["--same-owner", "--overwrite"]);
+        let opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
+        assert!(opts.same_owner && opts.overwrite);
     }
 }

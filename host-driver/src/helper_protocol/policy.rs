@@ -168,10 +168,7 @@ pub fn locate_helper() -> Result<PathBuf, String> {
         }
     }
     candidates.push(Path::new(crate::manager::INSTALL_DIR).join(HELPER_NAME));
-    let is_exec = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
-    if let Some(found) = candidates.iter().find(|p| is_exec(p)) {
+    if let Some(found) = candidates.iter().find(|p| crate::process::is_executable(p)) {
         return Ok(found.clone());
     }
     if let Some(found) = crate::process::find_program(Path::new(HELPER_NAME)) {

@@ -329,6 +329,12 @@ fn chain_loop_and_external_files_refused() {
     );
 }
 
+/// The name from the identities `resolve_images` found.
+fn vm_name(src: &Source, disks: &[DiskImage]) -> String {
+    let ids: Vec<_> = disks.iter().map(|d| d.identity.clone()).collect();
+    vm_name_from_identities(src, &ids)
+}
+
 #[test]
 fn vm_name_tracks_identity() {
     let dir = tempfile::tempdir().unwrap();
@@ -339,7 +345,11 @@ fn vm_name_tracks_identity() {
     let ids: Vec<_> = files.iter().map(|f| f.identity.clone()).collect();
     let n1 = vm_name_from_identities(&src, &ids);
     let disks = resolve_images(&src).unwrap();
-    assert_eq!(vm_name(&src, &disks), n1);
+    assert_eq!(
+        vm_name(&src, &disks),
+        n1,
+        "qemu-img resolution, same identities"
+    );
     assert!(n1.starts_with("qemu_-"), "{n1}");
     assert!(n1.contains("disk\\x201.qcow2_"), "{n1}");
     assert!(n1.is_ascii() && !n1.contains('/'));

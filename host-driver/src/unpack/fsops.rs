@@ -199,11 +199,28 @@ pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     cvt(unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) }).map(drop)
 }
 
-/// `fchmodat` (follows a symlink: use only on entries just created here).
+/// Changes the mode of `name` in `dir` without following a symlink: the
+/// entry is opened with `O_PATH | O_NOFOLLOW` (no side effects, even on a
+/// FIFO or device), checked not to be a symlink (`ELOOP`), and changed
+/// through its descriptor's `/proc/self/fd` link, which names that very
+/// inode (what glibc's `fchmodat(AT_SYMLINK_NOFOLLOW)` does).
 pub fn chmod_at(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> io::Result<()> {
+    let flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: valid descriptor and C string.
-    cvt(unsafe { libc::fchmodat(dir.as_raw_fd(), name.as_ptr(), mode as libc::mode_t, 0) })
-        .map(drop)
+    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    // SAFETY: a new descriptor we own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid descriptor and output buffer.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat filled it in.
+    if unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFLNK {
+        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    let link = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: a C string; the magic link names the inode opened above.
+    cvt(unsafe { libc::chmod(link.as_ptr(), mode as libc::mode_t) }).map(drop)
 }
 
 /// `fchown`.

@@ -3,8 +3,10 @@
 //! real full file system.
 
 use super::*;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::process::Command;
+use tar::EntryType;
 
 fn header(name: &[u8], kind: EntryType, size: u64, mode: u32, link: Option<&[u8]>) -> tar::Header {
     let mut h = tar::Header::new_ustar();
@@ -313,16 +315,21 @@ fn tree_round_trip() {
 
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("out");
-    let stats = unpack(&bytes, &t, &UnpackOptions::default()).unwrap();
+    let opts = UnpackOptions {
+        umask: Some(0o022),
+        ..Default::default()
+    };
+    let stats = unpack(&bytes, &t, &opts).unwrap();
     assert_eq!(
         (
             stats.files,
             stats.dirs,
             stats.symlinks,
             stats.hardlinks,
-            stats.fifos
+            stats.fifos,
+            stats.skipped_special
         ),
-        (4, 2, 2, 1, 1)
+        (4, 2, 2, 1, 0, 1)
     );
     assert_eq!(stats.bytes, 6 + 70_000 + 2 + 4);
     let top = t.join("top");
@@ -353,11 +360,20 @@ fn tree_round_trip() {
         fs::metadata(top.join("h")).unwrap().ino(),
         fs::metadata(top.join("a.txt")).unwrap().ino()
     );
-    assert!(fs::symlink_metadata(top.join("p"))
+    // FIFOs are skipped by default, created with same_owner.
+    assert!(!top.join("p").exists());
+    no_temp_files(&t);
+    let t_same = tmp.path().join("same");
+    let same = UnpackOptions {
+        same_owner: true,
+        ..Default::default()
+    };
+    let stats = unpack(&bytes, &t_same, &same).unwrap();
+    assert_eq!((stats.fifos, stats.skipped_special), (1, 0));
+    assert!(fs::symlink_metadata(t_same.join("top/p"))
         .unwrap()
         .file_type()
         .is_fifo());
-    no_temp_files(&t);
 
     // --strip-components 1
     let t2 = tmp.path().join("stripped");
@@ -504,7 +520,7 @@ fn full_disk_gives_no_space_error_and_no_partial_file() {
 }
 
 #[test]
-fn devices_need_root_and_preserve_owner() {
+fn devices_need_root_and_same_owner() {
     let mut h = header(b"null", EntryType::Char, 0, 0o666, None);
     h.set_device_major(1).unwrap();
     h.set_device_minor(3).unwrap();
@@ -514,11 +530,11 @@ fn devices_need_root_and_preserve_owner() {
     let bytes = b.into_inner().unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let stats = unpack(&bytes, &tmp.path().join("a"), &UnpackOptions::default()).unwrap();
-    assert_eq!((stats.skipped, stats.devices), (1, 0));
+    assert_eq!((stats.skipped_special, stats.devices), (1, 0));
     assert!(!tmp.path().join("a/null").exists());
     if unsafe { libc::geteuid() } == 0 {
         let opts = UnpackOptions {
-            preserve_owner: true,
+            same_owner: true,
             ..Default::default()
         };
         let stats = unpack(&bytes, &tmp.path().join("b"), &opts).unwrap();
@@ -547,4 +563,335 @@ fn pax_times() {
     assert_eq!(parse_pax_time("-1.5"), Some((-2, 500_000_000)));
     assert_eq!(parse_pax_time("1.0000000019"), Some((1, 1)));
     assert_eq!(parse_pax_time("x"), None);
+}
+
+/// A raw entry: header with owner ids, for the metadata tests.
+fn owned(name: &str, kind: EntryType, mode: u32, data: &[u8]) -> (tar::Header, Vec<u8>) {
+    let mut h = header(name.as_bytes(), kind, data.len() as u64, mode, None);
+    h.set_uid(1234);
+    h.set_gid(5678);
+    if matches!(kind, EntryType::Char) {
+        h.set_device_major(1).unwrap();
+        h.set_device_minor(3).unwrap();
+    }
+    h.set_cksum();
+    (h, data.to_vec())
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::symlink_metadata(p).unwrap().mode() & 0o7777
+}
+
+/// What `file-restore extract` unpacks with by default: no set-id bits, no
+/// special files, the umask applied, files owned by whoever runs it.
+#[test]
+fn default_unpack_drops_set_id_bits_and_special_files_and_applies_the_umask() {
+    let arch = Arch(vec![
+        owned("top/", EntryType::Directory, 0o755, b""),
+        owned("top/d/", EntryType::Directory, 0o2775, b""),
+        owned("top/d/suid", EntryType::Regular, 0o4755, b"s"),
+        owned("top/d/sgid", EntryType::Regular, 0o2755, b"g"),
+        owned("top/d/rw", EntryType::Regular, 0o666, b"w"),
+        owned("top/d/p", EntryType::Fifo, 0o644, b""),
+        owned("top/d/null", EntryType::Char, 0o666, b""),
+    ]);
+    let bytes = arch.bytes();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("default");
+    let opts = UnpackOptions {
+        umask: Some(0o027),
+        ..crate::cli_io::extract_unpack_options(false, false)
+    };
+    let stats = unpack(&bytes, &t, &opts).unwrap();
+    assert_eq!(mode_of(&t.join("d")), 0o750);
+    assert_eq!(mode_of(&t.join("d/suid")), 0o750);
+    assert_eq!(mode_of(&t.join("d/sgid")), 0o750);
+    assert_eq!(mode_of(&t.join("d/rw")), 0o640);
+    assert!(fs::symlink_metadata(t.join("d/p")).is_err());
+    assert!(fs::symlink_metadata(t.join("d/null")).is_err());
+    assert_eq!(
+        (stats.fifos, stats.devices, stats.skipped_special),
+        (0, 0, 2)
+    );
+    let me = unsafe { libc::geteuid() };
+    assert_eq!(fs::metadata(t.join("d/suid")).unwrap().uid(), me);
+    let summary = crate::cli_io::unpack_summary(&stats, false);
+    assert!(
+        summary.contains("2 special files (devices, FIFOs) skipped (--same-owner creates them)"),
+        "{summary}"
+    );
+
+    // --same-owner: everything as in the image (owners and devices as root).
+    let t = tmp.path().join("same");
+    let opts = UnpackOptions {
+        umask: Some(0o027),
+        ..crate::cli_io::extract_unpack_options(false, true)
+    };
+    let stats = unpack(&bytes, &t, &opts).unwrap();
+    assert_eq!(mode_of(&t.join("d")), 0o2775);
+    assert_eq!(mode_of(&t.join("d/suid")), 0o4755);
+    assert_eq!(mode_of(&t.join("d/sgid")), 0o2755);
+    assert_eq!(mode_of(&t.join("d/rw")), 0o666);
+    assert!(fs::symlink_metadata(t.join("d/p"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    if me == 0 {
+        assert_eq!(
+            (stats.fifos, stats.devices, stats.skipped_special),
+            (1, 1, 0)
+        );
+        let m = fs::symlink_metadata(t.join("d/null")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!((m.uid(), m.gid()), (1234, 5678));
+        let m = fs::metadata(t.join("d/suid")).unwrap();
+        assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    }
+}
+
+#[test]
+fn existing_directories_keep_their_mode_and_times() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path().join("t");
+    fs::create_dir_all(t.join("mine")).unwrap();
+    fs::set_permissions(t.join("mine"), fs::Permissions::from_mode(0o700)).unwrap();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    fs::File::open(t.join("mine"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let bytes = Arch::default()
+        .dir("mine/", 0o3777)
+        .file("mine/f", b"new")
+        // A directory this unpack creates as a parent first, then names.
+        .file("later/f", b"x")
+        .dir("later/", 0o711)
+        .bytes();
+    let opts = UnpackOptions {
+        umask: Some(0o022),
+        ..Default::default()
+    };
+    let stats = unpack(&bytes, &t, &opts).unwrap();
+    assert_eq!(stats.dirs, 2);
+    assert_eq!(fs::read(t.join("mine/f")).unwrap(), b"new");
+    assert_eq!(mode_of(&t.join("mine")), 0o700);
+    // Not the archive's time (1_600_000_000): only the kernel's own update
+    // for the new entry.
+    let mtime = fs::metadata(t.join("mine")).unwrap().mtime();
+    assert_ne!(mtime, 1_600_000_000);
+    assert!(mtime > 1_600_000_000, "{mtime}");
+    assert_eq!(mode_of(&t.join("later")), 0o711);
+    assert_eq!(
+        fs::metadata(t.join("later")).unwrap().mtime(),
+        1_600_000_000
+    );
+}
+
+#[test]
+fn target_symlink_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = tmp.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let bytes = Arch::default().file("f", b"x").bytes();
+    let e = unpack(&bytes, &link, &UnpackOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, UnpackError::Target { .. }), "{msg}");
+    assert!(msg.contains("symlink, which is not followed"), "{msg}");
+    assert!(fs::read_dir(&real).unwrap().next().is_none());
+}
+
+#[test]
+fn chmod_at_does_not_follow_symlinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    fs::write(&victim, b"v").unwrap();
+    fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink(&victim, tmp.path().join("l")).unwrap();
+    fs::write(tmp.path().join("plain"), b"p").unwrap();
+    let dir: OwnedFd = fs::File::open(tmp.path()).unwrap().into();
+    let e = fsops::chmod_at(dir.as_fd(), c"l", 0o4777).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+    assert_eq!(mode_of(&victim), 0o600);
+    fsops::chmod_at(dir.as_fd(), c"plain", 0o640).unwrap();
+    assert_eq!(mode_of(&tmp.path().join("plain")), 0o640);
+}
+
+/// A tar stream whose first header is an extension header of `size` bytes
+/// (data included), followed by a small file.
+fn with_extension(kind: EntryType, data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_ustar();
+    h.set_path("././@Ext").unwrap();
+    h.set_entry_type(kind);
+    h.set_size(data.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append(&h, data).unwrap();
+    let (fh, fdata) = owned("after", EntryType::Regular, 0o644, b"after");
+    b.append(&fh, fdata.as_slice()).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn extension_headers_are_capped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = vec![b'a'; (guard::MAX_EXTENSION + 1) as usize];
+    for (kind, what) in [
+        (EntryType::XHeader, "pax extended"),
+        (EntryType::XGlobalHeader, "pax global"),
+        (EntryType::GNULongName, "GNU long name"),
+        (EntryType::GNULongLink, "GNU long link"),
+    ] {
+        let t = tmp.path().join(what.replace(' ', "-"));
+        let e = unpack(&with_extension(kind, &big), &t, &UnpackOptions::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, UnpackError::Archive { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!(
+                "a {what} header of 1048577 bytes, more than the limit of 1048576 bytes"
+            )),
+            "{msg}"
+        );
+        assert!(!t.join("after").exists());
+    }
+    // Just under the limit is fine: a pax header with a large comment.
+    let mut rec = pax_record("comment", &vec![b'c'; 1_000_000]);
+    rec.extend_from_slice(&pax_record("mtime", b"1234"));
+    let t = tmp.path().join("ok");
+    unpack(
+        &with_extension(EntryType::XHeader, &rec),
+        &t,
+        &UnpackOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(fs::read(t.join("after")).unwrap(), b"after");
+    assert_eq!(fs::metadata(t.join("after")).unwrap().mtime(), 1234);
+}
+
+/// One pax record, its length counting itself.
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let rest = key.len() + value.len() + 3;
+    let mut len = rest + 1;
+    while len != rest + len.to_string().len() {
+        len = rest + len.to_string().len();
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+/// A pax size override (> 8 GiB in real archives) keeps the guard in step
+/// with the tar crate: the entry after it is read from the right place.
+#[test]
+fn pax_size_is_followed() {
+    let data = vec![b'z'; 3000];
+    let mut h = header(b"sized", EntryType::Regular, 5, 0o644, None);
+    h.set_cksum();
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([("size", b"3000".as_slice())])
+        .unwrap();
+    b.append(&h, data.as_slice()).unwrap();
+    let (fh, fdata) = owned("next", EntryType::Regular, 0o644, b"next");
+    b.append(&fh, fdata.as_slice()).unwrap();
+    let bytes = b.into_inner().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    unpack(&bytes, tmp.path(), &UnpackOptions::default()).unwrap();
+    assert_eq!(fs::read(tmp.path().join("sized")).unwrap(), data);
+    assert_eq!(fs::read(tmp.path().join("next")).unwrap(), b"next");
+}
+
+#[test]
+fn gnu_sparse_entries_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Type 'S', with the name in the header and in a GNU long name.
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_size(0);
+    h.set_mode(0o644);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut h, "disk.img", io::empty()).unwrap();
+    let long = format!("{}/disk.img", "d".repeat(150));
+    let mut h2 = tar::Header::new_gnu();
+    h2.set_entry_type(EntryType::GNUSparse);
+    h2.set_size(0);
+    h2.set_mode(0o644);
+    let mut b2 = tar::Builder::new(Vec::new());
+    b2.append_data(&mut h2, &long, io::empty()).unwrap();
+    for (bytes, name) in [
+        (b.into_inner().unwrap(), "disk.img"),
+        (b2.into_inner().unwrap(), long.as_str()),
+    ] {
+        let t = tmp.path().join("s");
+        let e = unpack(&bytes, &t, &UnpackOptions::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, UnpackError::Refused { .. }), "{msg}");
+        assert!(
+            msg.contains(&format!("refused archive entry '{name}'"))
+                && msg.contains("GNU sparse tar entries are not supported"),
+            "{msg}"
+        );
+        assert!(tree(&t).is_empty());
+    }
+    // pax sparse (GNU.sparse.* records, format 1.0).
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_pax_extensions([
+        ("GNU.sparse.major", b"1".as_slice()),
+        ("GNU.sparse.minor", b"0".as_slice()),
+        ("GNU.sparse.name", b"big.img".as_slice()),
+        ("GNU.sparse.realsize", b"1048576".as_slice()),
+    ])
+    .unwrap();
+    let h = header(
+        b"GNUSparseFile.0/big.img",
+        EntryType::Regular,
+        0,
+        0o644,
+        None,
+    );
+    b.append(&h, io::empty()).unwrap();
+    let t = tmp.path().join("pax");
+    let e = unpack(&b.into_inner().unwrap(), &t, &UnpackOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("refused archive entry 'GNUSparseFile.0/big.img'")
+            && msg.contains("GNU sparse"),
+        "{msg}"
+    );
+    assert!(tree(&t).is_empty());
+}
+
+/// Runs of zero blocks become holes: an 8 MiB file of mostly zeros takes a
+/// few blocks on disk and reads back exactly.
+#[test]
+fn zero_runs_are_written_as_holes() {
+    let mut data = vec![0u8; 8 << 20];
+    data[..5000].fill(1); // a partly filled second block
+    data[4 << 20..(4 << 20) + 10].fill(2);
+    data[(8 << 20) - 100] = 3; // data in the last block
+    let mut tail_zeros = vec![0u8; 3 << 20]; // ends in a hole
+    tail_zeros[10] = 4;
+    let bytes = Arch::default()
+        .file("sparse", &data)
+        .file("tail", &tail_zeros)
+        .file("odd", &[0u8; 5000]) // no full block
+        .bytes();
+    let tmp = tempfile::tempdir().unwrap();
+    let stats = unpack(&bytes, tmp.path(), &UnpackOptions::default()).unwrap();
+    assert_eq!(stats.bytes, (data.len() + tail_zeros.len() + 5000) as u64);
+    for (name, want) in [("sparse", &data), ("tail", &tail_zeros)] {
+        let p = tmp.path().join(name);
+        assert_eq!(&fs::read(&p).unwrap(), want, "{name}");
+        let m = fs::metadata(&p).unwrap();
+        assert_eq!(m.len(), want.len() as u64);
+        // Allocated: at most a few 4 KiB blocks (plus file-system slack).
+        assert!(
+            m.blocks() * 512 <= 64 * 1024,
+            "{name}: {} blocks",
+            m.blocks()
+        );
+    }
+    assert_eq!(fs::read(tmp.path().join("odd")).unwrap(), vec![0u8; 5000]);
 }

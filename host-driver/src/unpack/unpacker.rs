@@ -1,9 +1,10 @@
 //! Creating each kind of entry beneath TARGET (see the parent module).
 
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use tar::EntryType;
 
 use super::fsops;
 use super::{normalize, read_meta, DirMeta, Meta, UnpackError, UnpackOptions, UnpackStats};
+use crate::cli_io::terminal_safe;
 
 fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
@@ -21,12 +23,20 @@ pub(super) struct Unpacker<'a> {
     root: OwnedFd,
     target: &'a Path,
     opts: &'a UnpackOptions,
+    /// Running as root: devices can be created, owners set.
+    is_root: bool,
+    /// `same_owner` and root: owners are set.
     can_chown: bool,
+    /// Applied to modes without `same_owner`.
+    umask: u32,
     stats: UnpackStats,
     /// Entries (files, links, symlinks) created from this archive: the only
     /// allowed hard-link targets.
     unpacked: HashSet<PathBuf>,
     dirs: Vec<DirMeta>,
+    /// Directories this unpack created (explicitly or as missing parents):
+    /// only these get the archive's mode and times.
+    created_dirs: RefCell<HashSet<PathBuf>>,
     tmp_seq: u64,
 }
 
@@ -36,16 +46,20 @@ impl<'a> Unpacker<'a> {
         root: OwnedFd,
         target: &'a Path,
         opts: &'a UnpackOptions,
-        can_chown: bool,
+        is_root: bool,
+        umask: u32,
     ) -> Self {
         Unpacker {
             root,
             target,
             opts,
-            can_chown,
+            is_root,
+            can_chown: is_root && opts.same_owner,
+            umask,
             stats: UnpackStats::default(),
             unpacked: HashSet::new(),
             dirs: Vec::new(),
+            created_dirs: RefCell::new(HashSet::new()),
             tmp_seq: 0,
         }
     }
@@ -53,6 +67,24 @@ impl<'a> Unpacker<'a> {
     /// What was created.
     pub(super) fn into_stats(self) -> UnpackStats {
         self.stats
+    }
+
+    /// The mode a new non-directory gets.
+    fn file_mode(&self, mode: u32) -> u32 {
+        if self.opts.same_owner {
+            mode & 0o7777
+        } else {
+            mode & 0o777 & !self.umask
+        }
+    }
+
+    /// The mode a new directory gets (the sticky bit is harmless).
+    fn dir_mode(&self, mode: u32) -> u32 {
+        if self.opts.same_owner {
+            mode & 0o7777
+        } else {
+            mode & 0o1777 & !self.umask
+        }
     }
 
     fn io_err(&self, action: &'static str, rel: &Path, e: io::Error) -> UnpackError {
@@ -87,13 +119,14 @@ impl<'a> Unpacker<'a> {
             None => return Ok(()),
         };
         let meta = read_meta(entry)?;
+        if kind == EntryType::GNUSparse || meta.gnu_sparse {
+            return Err(refused("GNU sparse tar entries are not supported".into()));
+        }
         let old_style_dir = kind == EntryType::Regular && raw_bytes.ends_with(b"/");
         match kind {
             EntryType::Directory => self.dir(&rel, &display, meta),
             _ if old_style_dir => self.dir(&rel, &display, meta),
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                self.file(entry, &rel, &display, &meta)
-            }
+            EntryType::Regular | EntryType::Continuous => self.file(entry, &rel, &display, &meta),
             EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
@@ -111,11 +144,22 @@ impl<'a> Unpacker<'a> {
                     .ok_or_else(|| refused("a hard link without a target".into()))?;
                 self.hardlink(Path::new(OsStr::from_bytes(&link)), &rel, &display, &meta)
             }
+            EntryType::Fifo | EntryType::Char | EntryType::Block if !self.opts.same_owner => {
+                log::info!(
+                    "skipped special file '{}' (--same-owner creates them)",
+                    terminal_safe(&display)
+                );
+                self.stats.skipped_special += 1;
+                Ok(())
+            }
             EntryType::Fifo => self.special(&rel, &display, &meta, libc::S_IFIFO, 0),
             EntryType::Char | EntryType::Block => {
-                if !self.can_chown {
-                    log::warn!("skipped device node '{display}': devices are created only as root");
-                    self.stats.skipped += 1;
+                if !self.is_root {
+                    log::warn!(
+                        "skipped device node '{}': devices are created only as root",
+                        terminal_safe(&display)
+                    );
+                    self.stats.skipped_special += 1;
                     return Ok(());
                 }
                 let h = entry.header();
@@ -129,7 +173,10 @@ impl<'a> Unpacker<'a> {
                 self.special(&rel, &display, &meta, ifmt, libc::makedev(major, minor))
             }
             other => {
-                log::warn!("skipped archive entry '{display}' of unsupported type {other:?}");
+                log::warn!(
+                    "skipped archive entry '{}' of unsupported type {other:?}",
+                    terminal_safe(&display)
+                );
                 self.stats.skipped += 1;
                 Ok(())
             }
@@ -164,7 +211,9 @@ impl<'a> Unpacker<'a> {
             let dir = cur.as_ref().map_or(self.root.as_fd(), |f| f.as_fd());
             if create {
                 match fsops::mkdir(dir, &name, 0o755) {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        self.created_dirs.borrow_mut().insert(prefix.clone());
+                    }
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                     Err(e) => return Err(self.io_err("create directory", &prefix, e)),
                 }
@@ -313,6 +362,7 @@ impl<'a> Unpacker<'a> {
         let size = entry.size();
         let mut buf = vec![0u8; 128 * 1024];
         let mut written = 0u64;
+        let mut holes = HoleWriter::new(file);
         loop {
             let n = match entry.read(&mut buf) {
                 Ok(0) => break,
@@ -325,7 +375,7 @@ impl<'a> Unpacker<'a> {
                     })
                 }
             };
-            file.write_all(&buf[..n]).map_err(write_err)?;
+            holes.write(&buf[..n]).map_err(write_err)?;
             written += n as u64;
         }
         if written < size {
@@ -333,12 +383,12 @@ impl<'a> Unpacker<'a> {
                 detail: format!("entry '{display}' ended after {written} of {size} bytes"),
             });
         }
+        holes.finish().map_err(write_err)?;
         let fd = file.as_fd();
         if self.can_chown {
             fsops::chown_fd(fd, meta.uid, meta.gid).map_err(|e| self.io_err("chown", rel, e))?;
         }
-        let mask = if self.can_chown { 0o7777 } else { 0o1777 };
-        fsops::chmod_fd(fd, meta.mode & mask).map_err(|e| self.io_err("chmod", rel, e))?;
+        fsops::chmod_fd(fd, self.file_mode(meta.mode)).map_err(|e| self.io_err("chmod", rel, e))?;
         fsops::set_mtime_fd(fd, meta.mtime).map_err(|e| self.io_err("set the mtime of", rel, e))?;
         file.sync_all().map_err(write_err)?;
         Ok(written)
@@ -349,9 +399,14 @@ impl<'a> Unpacker<'a> {
         match fsops::mkdir(dir.as_fd(), &name, 0o700) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                // Merging into an existing directory is fine; anything else
-                // in its place is replaced only with --overwrite.
+                // Merging into an existing directory is fine, and it keeps
+                // its own mode and times; anything else in its place is
+                // replaced only with --overwrite.
                 match fsops::open_dir_beneath(dir.as_fd(), &name) {
+                    Ok(_) if !self.created_dirs.borrow().contains(rel) => {
+                        self.stats.dirs += 1;
+                        return Ok(());
+                    }
                     Ok(_) => {}
                     Err(_) if self.opts.overwrite => {
                         fsops::unlink(dir.as_fd(), &name)
@@ -367,6 +422,7 @@ impl<'a> Unpacker<'a> {
             }
             Err(e) => return Err(self.io_err("create directory", rel, e)),
         }
+        self.created_dirs.borrow_mut().insert(rel.to_path_buf());
         self.dirs.push(DirMeta {
             rel: rel.to_path_buf(),
             meta,
@@ -447,12 +503,12 @@ impl<'a> Unpacker<'a> {
         self.check_existing(dir.as_fd(), &name, rel)?;
         let (tmp, ()) =
             self.create_tmp(rel, |t| fsops::mknod(dir.as_fd(), t, ifmt | 0o600, dev))?;
-        let mask = if self.can_chown { 0o7777 } else { 0o1777 };
+        let mode = self.file_mode(meta.mode);
         let finish = || -> io::Result<()> {
             if self.can_chown {
                 fsops::chown_at(dir.as_fd(), &tmp, meta.uid, meta.gid)?;
             }
-            fsops::chmod_at(dir.as_fd(), &tmp, meta.mode & mask)?;
+            fsops::chmod_at(dir.as_fd(), &tmp, mode)?;
             fsops::set_mtime_at(dir.as_fd(), &tmp, meta.mtime)
         };
         if let Err(e) = finish() {
@@ -478,16 +534,76 @@ impl<'a> Unpacker<'a> {
             let (parent, name) = self.open_parent(&d.rel, &display, false)?;
             let fd = fsops::open_dir_beneath(parent.as_fd(), &name)
                 .map_err(|e| self.io_err("open directory", &d.rel, e))?;
-            let mask = if self.can_chown { 0o7777 } else { 0o3777 };
+            let mode = self.dir_mode(d.meta.mode);
             let apply = || -> io::Result<()> {
                 if self.can_chown {
                     fsops::chown_fd(fd.as_fd(), d.meta.uid, d.meta.gid)?;
                 }
-                fsops::chmod_fd(fd.as_fd(), d.meta.mode & mask)?;
+                fsops::chmod_fd(fd.as_fd(), mode)?;
                 fsops::set_mtime_fd(fd.as_fd(), d.meta.mtime)
             };
             apply().map_err(|e| self.io_err("set the metadata of", &d.rel, e))?;
         }
         Ok(())
+    }
+}
+
+/// Block size for holes: an aligned all-zero block of this size is skipped
+/// (seeked over) instead of written.
+const HOLE_BLOCK: usize = 4096;
+
+/// Writes a file's data sequentially, turning aligned all-zero blocks into
+/// holes; [`HoleWriter::finish`] sets the final length.
+struct HoleWriter<'f> {
+    file: &'f mut File,
+    /// Logical position (bytes of data so far).
+    pos: u64,
+    /// Bytes skipped since the last write, not yet seeked over.
+    pending: u64,
+}
+
+impl<'f> HoleWriter<'f> {
+    fn new(file: &'f mut File) -> Self {
+        HoleWriter {
+            file,
+            pos: 0,
+            pending: 0,
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut i = 0;
+        // Start of the run of data bytes not yet written.
+        let mut run = 0;
+        while i < data.len() {
+            let off = (self.pos + i as u64) % HOLE_BLOCK as u64;
+            let end = (i + HOLE_BLOCK - off as usize).min(data.len());
+            let block = &data[i..end];
+            if off == 0 && block.len() == HOLE_BLOCK && block.iter().all(|&b| b == 0) {
+                self.flush_run(&data[run..i])?;
+                self.pending += HOLE_BLOCK as u64;
+                run = end;
+            }
+            i = end;
+        }
+        self.flush_run(&data[run..])?;
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
+    fn flush_run(&mut self, run: &[u8]) -> io::Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        if self.pending > 0 {
+            self.file.seek(SeekFrom::Current(self.pending as i64))?;
+            self.pending = 0;
+        }
+        self.file.write_all(run)
+    }
+
+    /// Sets the length (a trailing hole is not written at all).
+    fn finish(self) -> io::Result<()> {
+        self.file.set_len(self.pos)
     }
 }

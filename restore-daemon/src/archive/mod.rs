@@ -196,7 +196,18 @@ fn visit(
                     return sink.hardlink(&path, &meta, first);
                 }
             }
-            let fd = open(libc::O_RDONLY).map_err(|e| with_path(e, &path))?;
+            // O_NONBLOCK: should the entry have become a FIFO since the
+            // lstat, the open must not wait for a writer; the type is
+            // checked again on the descriptor.
+            let fd = open(libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY)
+                .map_err(|e| with_path(e, &path))?;
+            let st2 = confine::fstat(&fd).map_err(|e| with_path(e, &path))?;
+            if st2.st_mode & libc::S_IFMT != libc::S_IFREG {
+                return Err(io::Error::other(format!(
+                    "{}: changed from a regular file while the archive was written",
+                    String::from_utf8_lossy(&path)
+                )));
+            }
             meta.xattrs = read_xattrs(&fd);
             let mut file = File::from(fd);
             sink.file(&path, &meta, &mut file).map_err(|e| {
