@@ -111,6 +111,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 start=$(date +%s)
+touch "$DIR/.started"
 make -C "$SRC" O="$OBJ" -j"$JOBS" vmlinux >>"$LOG" 2>&1 &
 pid=$!
 while kill -0 "$pid" 2>/dev/null; do
@@ -119,7 +120,7 @@ while kill -0 "$pid" 2>/dev/null; do
         sleep 1
     done
     if kill -0 "$pid" 2>/dev/null; then
-        objs=$(find "$OBJ" -name '*.o' 2>/dev/null | wc -l)
+        objs=$(find "$OBJ" -name '*.o' -newer "$DIR/.started" 2>/dev/null | wc -l)
         echo "build-kernel: $(( $(date +%s) - start )) s, $objs objects compiled" >&2
     fi
 done
