@@ -98,6 +98,9 @@ pub struct LaunchTimeouts {
     /// Until the daemon answers under TCG.
     pub tcg_ready: Duration,
     /// Until the daemon answers under KVM (then TCG is tried, in auto mode).
+    /// The guest answers in under a second even under TCG; a KVM that does not
+    /// work may leave QEMU running with the vCPU stopped (seen on PVM hosts),
+    /// so this is what the first start after a host boot loses there.
     pub kvm_ready: Duration,
     /// Limit of one readiness probe (connect + answer).
     pub probe: Duration,
@@ -109,7 +112,7 @@ impl Default for LaunchTimeouts {
     fn default() -> Self {
         LaunchTimeouts {
             tcg_ready: Duration::from_secs(60),
-            kvm_ready: Duration::from_secs(15),
+            kvm_ready: Duration::from_secs(5),
             probe: Duration::from_secs(3),
             sidecar_ready: Duration::from_secs(5),
         }

@@ -170,7 +170,7 @@ fn tcg_budget_is_split_into_an_attempt_and_one_fresh_retry() {
     assert_eq!(
         plan_attempts(&[Accel::Kvm, Accel::Tcg], &t),
         vec![
-            (Accel::Kvm, Duration::from_secs(15)),
+            (Accel::Kvm, Duration::from_secs(5)),
             (Accel::Tcg, Duration::from_secs(20)),
             (Accel::Tcg, Duration::from_secs(40)),
         ]

@@ -13,7 +13,8 @@ with a non-zero exit.
                                                   prints "TOTAL_US SPAWN_US READY_US"
                                                   ("-" where its log line was not seen)
   benchlib.py phases RUN_DIR -- CMD...         -> runs a `file-restore -vv` command that
-                                                  starts one VM under RUN_DIR and prints
+                                                  starts one VM (FILE_RESTORE_RUNTIME_DIR=
+                                                  RUN_DIR, VMs in RUN_DIR/vms) and prints
                                                   "TOTAL SPAWN READY INIT LISTEN FIRST" (us;
                                                   the last three: guest uptime from the
                                                   daemon's console lines)
@@ -115,9 +116,10 @@ def phases(run_dir, cmd):
     total, spawn, ready = run_stamped(cmd)
     if spawn is None or ready is None:
         die("the -vv output had no 'started ... pid' debug line or no 'started VM' note")
-    logs = [os.path.join(run_dir, d, "console.log") for d in os.listdir(run_dir) if d.startswith("vm-")]
+    vms = os.path.join(run_dir, "vms")
+    logs = [os.path.join(vms, d, "console.log") for d in os.listdir(vms) if d.startswith("vm-")]
     if len(logs) != 1:
-        die(f"expected one VM run directory in {run_dir}, found {len(logs)}")
+        die(f"expected one VM run directory in {vms}, found {len(logs)}")
     text = open(logs[0], errors="replace").read()
     m1 = re.search(r"boot: init ([0-9.]+) s, listening ([0-9.]+) s", text)
     m2 = re.search(r"boot: first connection ([0-9.]+) s", text)
