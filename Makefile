@@ -6,7 +6,7 @@ BUILD        := build
 GUEST_TARGET := x86_64-unknown-linux-gnu
 PREFIX       ?= /usr/local
 
-.PHONY: all deps build guest kernel initramfs install bench lint test unit-test demo bench install clean
+.PHONY: all deps build guest kernel initramfs install bench soak lint test unit-test demo install clean
 
 all: build
 
@@ -59,6 +59,11 @@ test: deps build lint
 # docs/BENCHMARKS.md. Takes ~8 min; run on a quiet machine.
 bench: build
 	@bash scripts/bench.sh
+
+# N cold starts in a row (default 200, SOAK_RUNS=N): failures, starts that needed a
+# fresh VM, p50/p99/max; writes the Soak section of docs/BENCHMARKS.md. ~4 min.
+soak: build
+	@python3 scripts/soak.py
 
 clean:
 	rm -rf $(BUILD)

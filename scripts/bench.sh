@@ -436,6 +436,10 @@ meta load_end "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta duration_s "$(((${EPOCHREALTIME/./} - START_EPOCH) / 1000000))"
 mkdir -p "$(dirname "$OUTFILE")"
 python3 "$REPORT" "$SAMPLES" "$META" >"$W/report.md"
+# The soak section (scripts/soak.py, `make soak`) is its own run's: keep it.
+if [ -f "$OUTFILE" ] && grep -q '<!-- soak:begin -->' "$OUTFILE"; then
+    { echo; sed -n '/<!-- soak:begin -->/,/<!-- soak:end -->/p' "$OUTFILE"; } >>"$W/report.md"
+fi
 cp "$W/report.md" "$OUTFILE.tmp" && mv "$OUTFILE.tmp" "$OUTFILE"
 cat "$W/report.md"
 log "done in $(((${EPOCHREALTIME/./} - START_EPOCH) / 1000000)) s; written to $OUTFILE"
