@@ -12,6 +12,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::format;
 use super::qemu_img::{self, ImgInfo};
 use super::SourceError;
 
@@ -21,7 +22,10 @@ pub const MAX_CHAIN_DEPTH: usize = 64;
 /// Checks the backing chain (and external data files, vmdk extents) of `img`,
 /// opened as `format` (decided by [`super::format::decide`]; never probed
 /// here, so a raw image whose bytes look like a qcow2 header has no chain).
-/// The members' formats are those their parents' headers record.
+/// The members' formats are those their parents' headers record; a member
+/// whose parent records none must probe as its extension says (or, without
+/// a format-naming extension, reference no other file), see
+/// [`format::unrecorded_backing`].
 ///
 /// Every member other than `img` itself must be a regular file whose
 /// canonical path lies inside the canonical `store_root`; `json:` filenames,
@@ -66,8 +70,13 @@ pub fn check_backing_chain(img: &Path, format: &str, store_root: &Path) -> Resul
                 reason: "the backing chain loops".into(),
             });
         }
+        // A format the header records is the store's word; without one QEMU
+        // probes the (guest-written) backing file, which must then agree.
+        format = match info.backing_format.clone() {
+            Some(f) => Some(f),
+            None => Some(format::unrecorded_backing(&next)?),
+        };
         current = next;
-        format = info.backing_format.clone();
     }
     Err(SourceError::ChainTooDeep {
         image: top,

@@ -117,6 +117,25 @@ fn from_extension(path: &Path, format: &'static str) -> Result<Decided, SourceEr
     }
 }
 
+/// The format of a backing file `path` whose parent's header records none.
+///
+/// QEMU then probes the backing file's (guest-written) content itself, so the
+/// probe must agree with the format `path`'s extension names, and a member
+/// without such an extension must be self-contained, as [`decide`] requires
+/// of probed images.
+pub fn unrecorded_backing(path: &Path) -> Result<String, SourceError> {
+    let Some(format) = format_for_extension(path) else {
+        return Ok(probed(path)?.format);
+    };
+    let probed = qemu_img::info(path, None)?.format;
+    if probed != format {
+        let why = "its parent's header records no backing format, so QEMU would take the \
+                   probed one";
+        return Err(mismatch(path, format, &probed, Some(why.into())));
+    }
+    Ok(probed)
+}
+
 fn mismatch(path: &Path, format: &str, probed: &str, detail: Option<String>) -> SourceError {
     SourceError::FormatMismatch {
         path: path.to_path_buf(),

@@ -585,3 +585,54 @@ fn fifo_is_refused_before_qemu_img() {
         );
     }
 }
+
+/// `top` backed by `backing` with the backing format removed from its header
+/// (as in images made before qemu-img required `-F`), so QEMU probes it.
+fn create_with_unrecorded_backing(top: &Path, backing: &str) {
+    create_with_backing(top, backing, "raw");
+    let mut bytes = fs::read(top).unwrap();
+    let magic = 0xE279_2ACAu32.to_be_bytes(); // backing format extension
+    let i = bytes
+        .windows(4)
+        .position(|w| w == magic)
+        .expect("backing format extension");
+    bytes[i..i + 4].copy_from_slice(&0x1234_5678u32.to_be_bytes()); // unknown: ignored
+    fs::write(top, bytes).unwrap();
+}
+
+#[test]
+fn unrecorded_backing_format_must_match_the_backing_content() {
+    let (_tmp, store, s1, s2) = store_snapshots();
+    // A raw base whose guest wrote a VMDK descriptor pointing at another VM's
+    // disk in the same store: QEMU would probe it as vmdk.
+    let other = store.join("101/qemu-1700000000");
+    fs::create_dir_all(&other).unwrap();
+    create(&other.join("drive-scsi0.raw"), "raw");
+    let base = s1.join("drive-scsi0.raw");
+    fs::write(
+        &base,
+        vmdk_descriptor("../../101/qemu-1700000000/drive-scsi0.raw"),
+    )
+    .unwrap();
+    let top = s2.join("drive-scsi0.qcow2");
+    create_with_unrecorded_backing(&top, "../qemu-1700000000/drive-scsi0.raw");
+    assert!(qemu_img::info(&top, None).unwrap().backing_format.is_none());
+    let e = err_text(resolve_images(&Source::Image(top.clone())));
+    assert!(
+        e.contains("drive-scsi0.raw") && e.contains("content is vmdk"),
+        "{e}"
+    );
+    assert!(e.contains("records no backing format"), "{e}");
+
+    // A real raw base is fine, and so is the recorded format, even over
+    // such content.
+    create(&base, "raw");
+    check_backing_chain(&top, "qcow2", &store).unwrap();
+    fs::write(
+        &base,
+        vmdk_descriptor("../../101/qemu-1700000000/drive-scsi0.raw"),
+    )
+    .unwrap();
+    create_with_backing(&top, "../qemu-1700000000/drive-scsi0.raw", "raw");
+    check_backing_chain(&top, "qcow2", &store).unwrap();
+}
