@@ -236,7 +236,7 @@ impl Manager {
             map.remove(&name);
             map.save()?;
         }
-        // New VM: detect formats and check backing chains (refusing links
+        // New VM: decide formats (by extension) and check backing chains (refusing links
         // outside the store) before QEMU sees any of it.
         let images = source::resolve_images(&src)?;
         let boot = locate_boot_files(self.kernel.clone(), self.initramfs.clone())?;

@@ -4,12 +4,16 @@
 //! - [`parse_source`] classifies the argument.
 //! - [`find_image_files`] lists the image files cheaply (stat only), enough
 //!   for [`vm_name_from_identities`], the VM map key.
-//! - [`resolve_images`] adds the format detected by `qemu-img info` (always
-//!   passed on to QEMU, never guessed again) and checks backing chains
-//!   ([`check_backing_chain`]) against the store root ([`store_root_for`]).
+//! - [`resolve_images`] adds each image's format, decided by [`format`]
+//!   from the file extension (content is probed only for files without a
+//!   format-naming extension, and a probed image may reference no other
+//!   file); the format is always passed on to QEMU, never guessed again.
+//!   Backing chains are checked ([`check_backing_chain`]) against the store
+//!   root ([`store_root_for`]).
 
 mod chain;
 mod escape;
+pub mod format;
 mod qemu_img;
 mod sanity;
 #[cfg(test)]
@@ -26,11 +30,11 @@ use serde::{Deserialize, Serialize};
 
 pub use chain::{check_backing_chain, MAX_CHAIN_DEPTH};
 pub use escape::{identity_hash, unit_escape};
-pub use qemu_img::QEMU_IMG;
+pub use qemu_img::{QEMU_IMG, QEMU_IMG_TIMEOUT};
 
 /// File extensions taken as disk images when SOURCE is a directory.
 pub const IMAGE_EXTENSIONS: &[&str] = &[
-    "qcow2", "raw", "img", "vmdk", "vhdx", "vdi", "qed", "vpc", "iso",
+    "qcow2", "raw", "img", "vmdk", "vhdx", "vdi", "qed", "vpc", "vhd", "iso",
 ];
 
 /// The guest configuration file a backup snapshot directory may hold.
@@ -107,6 +111,49 @@ pub enum SourceError {
         /// The error from spawning it.
         source: io::Error,
     },
+    /// A `qemu-img` call on a file did not finish in time and was killed.
+    #[error(
+        "{QEMU_IMG} did not finish on '{path}' within {secs} s and was killed (timed out): \
+         is the file on a hung mount or an unresponsive device?"
+    )]
+    QemuImgTimeout {
+        /// The file.
+        path: PathBuf,
+        /// The limit, seconds.
+        secs: f64,
+    },
+    /// The extension names a non-raw format the content does not have.
+    #[error(
+        "'{path}' is named as a {extension_format} image, but its content is {probed}{detail}: \
+         refused; rename it with the extension of its real format if it is trusted"
+    )]
+    FormatMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The format its extension names.
+        extension_format: String,
+        /// The format `qemu-img` probed from the content.
+        probed: String,
+        /// qemu-img's error when opened as `extension_format` (with a
+        /// leading ` (`…`)`), or empty.
+        detail: String,
+    },
+    /// An image without a format-naming extension whose probed content
+    /// references other files.
+    #[error(
+        "'{path}' has no extension naming its format, and its content (probed as {format}) \
+         references other files ({references}): refused, as a guest can write such content \
+         into a raw disk; if the image is trusted, rename it with the extension of its format \
+         (.{format})"
+    )]
+    ProbedReferences {
+        /// The file.
+        path: PathBuf,
+        /// The probed format.
+        format: String,
+        /// What it references.
+        references: String,
+    },
     /// `qemu-img info` failed on a file.
     #[error("'{path}' is not a disk image qemu can read: {stderr}")]
     NotAnImage {
@@ -140,7 +187,6 @@ pub enum SourceError {
         /// Why it is refused.
         reason: String,
     },
-    /// A backing chain longer than [`MAX_CHAIN_DEPTH`].
     /// A file qemu reads as raw bytes but that holds no disk.
     #[error("'{path}' does not look like a disk image: {reason}")]
     NotADisk {
@@ -157,6 +203,7 @@ pub enum SourceError {
         /// What qemu-img check reported.
         detail: String,
     },
+    /// A backing chain longer than [`MAX_CHAIN_DEPTH`].
     #[error("backing chain of '{image}' is longer than {max} images: refused")]
     ChainTooDeep {
         /// The top image.
@@ -225,7 +272,7 @@ pub struct DiskImage {
     pub name: String,
     /// Canonical path of the image (or the NBD URI).
     pub path: PathBuf,
-    /// The format `qemu-img` detected; always passed to QEMU as `format=`.
+    /// The format (see [`format`]); always passed to QEMU as `format=`.
     pub format: String,
     /// Guest-visible size in bytes (0 when unknown, as for NBD).
     pub virtual_size: u64,
@@ -415,13 +462,16 @@ pub fn find_image_files(src: &Source) -> Result<Vec<ImageFile>, SourceError> {
     }
 }
 
-/// The disks of a SOURCE with their detected formats, backing chains checked.
+/// The disks of a SOURCE with their formats, backing chains checked.
 ///
 /// An image file gives one disk named by its stem; a directory every image
 /// file in it (see [`find_image_files`]), except vmdk extent files that
 /// another image in the directory uses; NBD one raw disk named `nbd`.
-/// Each image's backing chain is checked with [`check_backing_chain`]
-/// against [`store_root_for`] the image.
+/// Each image's format is decided by [`format::decide`] (the extension, or
+/// a probe restricted to self-contained images), and its backing chain is
+/// checked with [`check_backing_chain`] against [`store_root_for`] the image.
+/// The first error, in file order, of a file that is not such an extent is
+/// returned.
 pub fn resolve_images(src: &Source) -> Result<Vec<DiskImage>, SourceError> {
     let files = find_image_files(src)?;
     if let Source::Nbd(_) = src {
@@ -436,34 +486,54 @@ pub fn resolve_images(src: &Source) -> Result<Vec<DiskImage>, SourceError> {
             })
             .collect());
     }
-    let mut disks = Vec::with_capacity(files.len());
+    let lone_file = matches!(src, Source::Image(_));
+    let mut results = Vec::with_capacity(files.len());
     let mut extents: HashSet<PathBuf> = HashSet::new();
     for f in files {
-        let info = qemu_img::info(&f.path, None)?;
-        check_backing_chain(&f.path, &store_root_for(&f.path))?;
-        // A blank raw disk in a snapshot directory is normal (a scratch
-        // disk); a lone SOURCE file that holds no disk is a mistake.
-        sanity::check_content(&f.path, &info.format, matches!(src, Source::Image(_)))?;
-        for (what, file) in info.external_files() {
-            if what == "vmdk extent" {
-                let p = f.path.parent().unwrap_or(Path::new("/")).join(file);
-                if let Ok(c) = fs::canonicalize(p) {
-                    if c != f.path {
-                        extents.insert(c);
+        let r = resolve_one(&f, lone_file);
+        if let Ok((_, decided)) = &r {
+            for (what, file) in decided.info.external_files() {
+                if what == "vmdk extent" {
+                    let p = f.path.parent().unwrap_or(Path::new("/")).join(file);
+                    if let Ok(c) = fs::canonicalize(p) {
+                        if c != f.path {
+                            extents.insert(c);
+                        }
                     }
                 }
             }
         }
-        disks.push(DiskImage {
-            name: f.name,
-            path: f.path,
-            format: info.format,
-            virtual_size: info.virtual_size,
-            identity: f.identity,
-        });
+        results.push((f.path, r));
     }
-    disks.retain(|d| !extents.contains(&d.path));
+    // A flat vmdk extent (raw bytes named .vmdk) fails on its own; it is
+    // part of its descriptor's disk, already validated with it.
+    let mut disks = Vec::with_capacity(results.len());
+    for (path, r) in results {
+        if extents.contains(&path) {
+            continue;
+        }
+        disks.push(r?.0);
+    }
     Ok(disks)
+}
+
+fn resolve_one(
+    f: &ImageFile,
+    lone_file: bool,
+) -> Result<(DiskImage, format::Decided), SourceError> {
+    let decided = format::decide(&f.path)?;
+    check_backing_chain(&f.path, &decided.format, &store_root_for(&f.path))?;
+    // A blank raw disk in a snapshot directory is normal (a scratch
+    // disk); a lone SOURCE file that holds no disk is a mistake.
+    sanity::check_content(&f.path, &decided.format, lone_file)?;
+    let disk = DiskImage {
+        name: f.name.clone(),
+        path: f.path.clone(),
+        format: decided.format.clone(),
+        virtual_size: decided.info.virtual_size,
+        identity: f.identity.clone(),
+    };
+    Ok((disk, decided))
 }
 
 /// True for a backup snapshot directory name: `<type>-<digits>`, such as

@@ -27,7 +27,9 @@ idle for 10 minutes, or until `file-restore stop`.
 SOURCE is a disk image in any format QEMU reads (raw, qcow2, vmdk, vhdx, ...), a
 directory holding one VM's disk images (a backup snapshot such as
 <store>/<vmid>/qemu-<epoch>/drive-scsi0.qcow2; each disk is named by its file stem),
-or an nbd:// / nbd+unix:// URI.
+or an nbd:// / nbd+unix:// URI. The format comes from the file extension (.raw, .qcow2,
+.vmdk, .vhd, .vhdx, .vdi, .qed); only .img and extension-less files are probed, and a
+probed image may not reference other files (backing files, vmdk extents).
 
 PATH inside the VM: /<disk>/<bucket-type>/<bucket>/<path inside the filesystem>, e.g.
 /drive-scsi0/part/2/etc/passwd. Shorter paths list what exists: / the disks, /<disk> its

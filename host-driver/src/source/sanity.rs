@@ -8,7 +8,7 @@
 //! check without corruption. Reading a few header bytes on the host is not
 //! mounting: no filesystem code parses them.
 
-use super::{SourceError, QEMU_IMG};
+use super::{qemu_img, SourceError, QEMU_IMG};
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
@@ -70,11 +70,10 @@ fn check_raw(path: &Path) -> Result<(), SourceError> {
 }
 
 fn check_with_qemu_img(path: &Path, format: &str) -> Result<(), SourceError> {
-    let out = Command::new(QEMU_IMG)
-        .args(["check", "-U", "--output=json", "-f", format])
-        .arg(path)
-        .output()
-        .map_err(|e| SourceError::QemuImgRun { source: e })?;
+    let mut cmd = Command::new(QEMU_IMG);
+    cmd.args(["check", "-U", "--output=json", "-f", format])
+        .arg(path);
+    let out = qemu_img::output(&mut cmd, path)?;
     // 0: clean; 3: leaked clusters only (harmless for reading).
     match out.status.code() {
         Some(0) | Some(3) => Ok(()),

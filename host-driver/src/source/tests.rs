@@ -200,7 +200,7 @@ fn store_layout_and_incremental_chain_accepted() {
     create_with_backing(&top, "../qemu-1700000000/drive-scsi0.qcow2", "qcow2");
     fs::write(s2.join(GUEST_CONFIG), "x").unwrap();
     assert_eq!(store_root_for(&top), store);
-    check_backing_chain(&top, &store).unwrap();
+    check_backing_chain(&top, "qcow2", &store).unwrap();
     let src = parse_source(s2.to_str().unwrap()).unwrap();
     let disks = resolve_images(&src).unwrap();
     assert_eq!(disks.len(), 1);
@@ -247,7 +247,7 @@ fn outside_backing_files_refused_by_name() {
     for (name, backing, why) in cases {
         let img = s1.join(name);
         create_with_backing(&img, backing, "raw");
-        let e = err_text(check_backing_chain(&img, &store));
+        let e = err_text(check_backing_chain(&img, "qcow2", &store));
         assert!(e.contains(why), "{name}: {e}");
         assert!(e.contains(backing), "{name} names the backing file: {e}");
         assert!(
@@ -266,7 +266,7 @@ fn symlink_and_fifo_members_refused_without_opening() {
     std::os::unix::fs::symlink(&outside, s1.join("link.qcow2")).unwrap();
     let img = s1.join("a.qcow2");
     create_with_backing(&img, "link.qcow2", "qcow2");
-    let e = err_text(check_backing_chain(&img, &store));
+    let e = err_text(check_backing_chain(&img, "qcow2", &store));
     assert!(e.contains("link.qcow2") && e.contains("outside"), "{e}");
 
     // A fifo: if anything opened it for reading, this test would hang.
@@ -277,7 +277,7 @@ fn symlink_and_fifo_members_refused_without_opening() {
         let _ = fs::remove_file(&img);
         create_with_backing(&img, fifo.to_str().unwrap(), "raw");
         let start = Instant::now();
-        let e = err_text(check_backing_chain(&img, &store));
+        let e = err_text(check_backing_chain(&img, "qcow2", &store));
         assert!(start.elapsed() < Duration::from_secs(10));
         assert!(
             e.contains("not a regular file") || e.contains("outside the store root"),
@@ -293,7 +293,7 @@ fn chain_loop_and_external_files_refused() {
     let b = s1.join("b.qcow2");
     create_with_backing(&a, "b.qcow2", "qcow2");
     create_with_backing(&b, "a.qcow2", "qcow2");
-    let e = err_text(check_backing_chain(&a, &store));
+    let e = err_text(check_backing_chain(&a, "qcow2", &store));
     assert!(e.contains("loops"), "{e}");
 
     let data = tempfile::tempdir().unwrap();
@@ -309,7 +309,7 @@ fn chain_loop_and_external_files_refused() {
         ext.to_str().unwrap(),
         "1M",
     ]);
-    let e = err_text(check_backing_chain(&ext, &store));
+    let e = err_text(check_backing_chain(&ext, "qcow2", &store));
     assert!(
         e.contains("external data file") && e.contains("data.raw"),
         "{e}"
@@ -322,7 +322,7 @@ fn chain_loop_and_external_files_refused() {
          createType=\"monolithicFlat\"\n\nRW 2 FLAT \"/etc/hostname\" 0\n",
     )
     .unwrap();
-    let e = err_text(check_backing_chain(&vmdk, &store));
+    let e = err_text(check_backing_chain(&vmdk, "vmdk", &store));
     assert!(
         e.contains("vmdk extent") && e.contains("/etc/hostname"),
         "{e}"
@@ -389,4 +389,250 @@ fn snapshot_dir_names() {
         store_root_for(Path::new("/srv/st/100/qemu-12/x.qcow2")),
         PathBuf::from("/srv/st")
     );
+}
+
+/// A fifo at `path`: anything opening it for reading blocks, so a test that
+/// would open it hangs instead of passing.
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// A VMDK descriptor such as a guest can write into its own disk's sector 0.
+fn vmdk_descriptor(extent: &str) -> Vec<u8> {
+    let mut d = format!(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n\
+         createType=\"monolithicFlat\"\n\nRW 2048 FLAT \"{extent}\" 0\n"
+    )
+    .into_bytes();
+    d.resize(4096, 0);
+    d
+}
+
+#[test]
+fn raw_extension_is_raw_whatever_the_content() {
+    // A raw disk whose guest wrote a qcow2 header naming a backing file next
+    // to it: the backing file is a fifo, so consulting it would hang, and
+    // the chain check would refuse it.
+    let dir = tempfile::tempdir().unwrap();
+    mkfifo(&dir.path().join("base.qcow2"));
+    let disk = dir.path().join("drive-scsi0.raw");
+    create_with_backing(&disk, "base.qcow2", "qcow2");
+    // And one holding a VMDK descriptor pointing at another VM's disk.
+    let other = tempfile::tempdir().unwrap();
+    let victim = other.path().join("drive-scsi0.raw");
+    create(&victim, "raw");
+    let desc = dir.path().join("drive-scsi1.raw");
+    fs::write(&desc, vmdk_descriptor(victim.to_str().unwrap())).unwrap();
+
+    let start = Instant::now();
+    let disks = resolve_images(&Source::Directory(dir.path().into())).unwrap();
+    assert!(start.elapsed() < Duration::from_secs(10));
+    let got: Vec<_> = disks
+        .iter()
+        .map(|d| (d.name.as_str(), d.format.as_str()))
+        .collect();
+    assert_eq!(got, [("drive-scsi0", "raw"), ("drive-scsi1", "raw")]);
+    // qemu rounds a raw file's size up to whole sectors.
+    let len = fs::metadata(&disk).unwrap().len();
+    assert_eq!(disks[0].virtual_size, len.div_ceil(512) * 512);
+    assert_eq!(disks[1].virtual_size, 4096);
+    let d = format::decide(&disk).unwrap();
+    assert_eq!(d.origin, format::Origin::Extension);
+    assert!(d.info.backing_filename.is_none());
+}
+
+#[test]
+fn probed_image_referencing_files_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    create(&base, "qcow2");
+    let img = dir.path().join("x.img");
+    create_with_backing(&img, "base.qcow2", "qcow2");
+    let e = err_text(resolve_images(&Source::Image(img.clone())));
+    assert!(e.contains(img.to_str().unwrap()), "{e}");
+    assert!(e.contains("backing file 'base.qcow2'"), "{e}");
+    assert!(e.contains("rename it") && e.contains(".qcow2"), "{e}");
+    // The same file named for its format is a validated chain.
+    let named = dir.path().join("x.qcow2");
+    fs::rename(&img, &named).unwrap();
+    let disks = resolve_images(&Source::Image(named)).unwrap();
+    assert_eq!(disks[0].format, "qcow2");
+
+    // An extension-less file with a VMDK descriptor (even one naming a file
+    // inside the directory).
+    let extent = dir.path().join("x-flat");
+    create(&extent, "raw");
+    let v = dir.path().join("x");
+    fs::write(&v, vmdk_descriptor("x-flat")).unwrap();
+    let e = err_text(resolve_images(&Source::Image(v.clone())));
+    assert!(
+        e.contains(v.to_str().unwrap()) && e.contains("probed as vmdk"),
+        "{e}"
+    );
+    assert!(e.contains("x-flat'") && e.contains("rename it"), "{e}");
+    let vi = dir.path().join("y.img");
+    fs::write(&vi, vmdk_descriptor("/etc/hostname")).unwrap();
+    let e = err_text(resolve_images(&Source::Image(vi)));
+    assert!(e.contains("y.img") && e.contains("/etc/hostname"), "{e}");
+
+    // A probed qcow2 with an external data file.
+    let d = dir.path().join("data.raw");
+    let ext = dir.path().join("ext.img");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={}", d.display()),
+        ext.to_str().unwrap(),
+        "1M",
+    ]);
+    let e = err_text(format::decide(&ext));
+    assert!(
+        e.contains("ext.img") && e.contains("external data file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn probed_self_contained_image_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("plain.img");
+    create(&img, "qcow2");
+    let d = format::decide(&img).unwrap();
+    assert_eq!(
+        (d.format.as_str(), d.origin),
+        ("qcow2", format::Origin::Probed)
+    );
+    let disks = resolve_images(&Source::Directory(dir.path().into())).unwrap();
+    assert_eq!(disks[0].format, "qcow2");
+}
+
+#[test]
+fn extension_contradicted_by_content_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("x.qcow2");
+    create(&q, "raw");
+    let e = err_text(resolve_images(&Source::Image(q.clone())));
+    assert!(e.contains(q.to_str().unwrap()), "{e}");
+    assert!(
+        e.contains("named as a qcow2 image") && e.contains("its content is raw"),
+        "{e}"
+    );
+    // A qcow2 named .vmdk, a VMDK descriptor named .qcow2.
+    let v = dir.path().join("y.vmdk");
+    create(&v, "qcow2");
+    let e = err_text(format::decide(&v));
+    assert!(
+        e.contains("y.vmdk") && e.contains("vmdk") && e.contains("is qcow2"),
+        "{e}"
+    );
+    let z = dir.path().join("z.qcow2");
+    fs::write(&z, vmdk_descriptor("/etc/hostname")).unwrap();
+    let e = err_text(format::decide(&z));
+    assert!(e.contains("z.qcow2") && e.contains("is vmdk"), "{e}");
+}
+
+#[test]
+fn named_formats_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, fmt, want) in [
+        ("a.qcow2", "qcow2", "qcow2"),
+        ("b.raw", "raw", "raw"),
+        ("c.vdi", "vdi", "vdi"),
+        ("d.vhd", "vpc", "vpc"),
+        ("e.vhdx", "vhdx", "vhdx"),
+        ("f.qed", "qed", "qed"),
+    ] {
+        let p = dir.path().join(name);
+        create(&p, fmt);
+        let d = format::decide(&p).unwrap();
+        assert_eq!(
+            (d.format.as_str(), d.origin),
+            (want, format::Origin::Extension)
+        );
+    }
+    let fixed = dir.path().join("fixed.vhd");
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "vpc",
+        "-o",
+        "subformat=fixed",
+        fixed.to_str().unwrap(),
+        "1M",
+    ]);
+    assert_eq!(format::decide(&fixed).unwrap().format, "vpc");
+    let disks = resolve_images(&Source::Directory(dir.path().into())).unwrap();
+    assert_eq!(disks.len(), 7);
+}
+
+#[test]
+fn fifo_is_refused_before_qemu_img() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["p.img", "p.qcow2", "p"] {
+        let fifo = dir.path().join(name);
+        mkfifo(&fifo);
+        let start = Instant::now();
+        let e = err_text(resolve_images(&Source::Image(fifo.clone())));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(
+            e.contains("neither an image file") && e.contains(name),
+            "{e}"
+        );
+    }
+}
+
+/// `top` backed by `backing` with the backing format removed from its header
+/// (as in images made before qemu-img required `-F`), so QEMU probes it.
+fn create_with_unrecorded_backing(top: &Path, backing: &str) {
+    create_with_backing(top, backing, "raw");
+    let mut bytes = fs::read(top).unwrap();
+    let magic = 0xE279_2ACAu32.to_be_bytes(); // backing format extension
+    let i = bytes
+        .windows(4)
+        .position(|w| w == magic)
+        .expect("backing format extension");
+    bytes[i..i + 4].copy_from_slice(&0x1234_5678u32.to_be_bytes()); // unknown: ignored
+    fs::write(top, bytes).unwrap();
+}
+
+#[test]
+fn unrecorded_backing_format_must_match_the_backing_content() {
+    let (_tmp, store, s1, s2) = store_snapshots();
+    // A raw base whose guest wrote a VMDK descriptor pointing at another VM's
+    // disk in the same store: QEMU would probe it as vmdk.
+    let other = store.join("101/qemu-1700000000");
+    fs::create_dir_all(&other).unwrap();
+    create(&other.join("drive-scsi0.raw"), "raw");
+    let base = s1.join("drive-scsi0.raw");
+    fs::write(
+        &base,
+        vmdk_descriptor("../../101/qemu-1700000000/drive-scsi0.raw"),
+    )
+    .unwrap();
+    let top = s2.join("drive-scsi0.qcow2");
+    create_with_unrecorded_backing(&top, "../qemu-1700000000/drive-scsi0.raw");
+    assert!(qemu_img::info(&top, None).unwrap().backing_format.is_none());
+    let e = err_text(resolve_images(&Source::Image(top.clone())));
+    assert!(
+        e.contains("drive-scsi0.raw") && e.contains("content is vmdk"),
+        "{e}"
+    );
+    assert!(e.contains("records no backing format"), "{e}");
+
+    // A real raw base is fine, and so is the recorded format, even over
+    // such content.
+    create(&base, "raw");
+    check_backing_chain(&top, "qcow2", &store).unwrap();
+    fs::write(
+        &base,
+        vmdk_descriptor("../../101/qemu-1700000000/drive-scsi0.raw"),
+    )
+    .unwrap();
+    create_with_backing(&top, "../qemu-1700000000/drive-scsi0.raw", "raw");
+    check_backing_chain(&top, "qcow2", &store).unwrap();
 }
