@@ -5,6 +5,7 @@
 //! keeps the client free of connection-pool state.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -28,6 +29,9 @@ use crate::transport::{self, TransportError, VsockAddr};
 const MAX_JSON_BODY: usize = 256 << 20;
 /// Largest error body read.
 const MAX_ERROR_BODY: usize = 64 << 10;
+/// How long an error answer's body may take to arrive; after that the error is
+/// reported with the status alone (a stalled guest must not hang the CLI).
+const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An error and its causes on one line, each once: "a: b: c".
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -253,7 +257,11 @@ impl DaemonClient {
         let resp = self
             .send(Method::GET, endpoint::EXTRACT, &uri, true, range)
             .await?;
-        Ok(ExtractStream::new(resp, self.addr.clone()))
+        Ok(ExtractStream::new(
+            resp,
+            self.addr.clone(),
+            self.response_timeout,
+        ))
     }
 
     /// Asks the daemon to power the VM off.
@@ -346,14 +354,21 @@ impl DaemonClient {
     }
 
     /// A JSON answer's body, at most [`MAX_JSON_BODY`] bytes.
+    /// The whole body must arrive within the response timeout: a guest that
+    /// sends the head and then stalls gets a timeout, not a hang.
     async fn body(
         &self,
         endpoint: &'static str,
         resp: Response<Incoming>,
     ) -> Result<Bytes, ClientError> {
-        Ok(Limited::new(resp.into_body(), MAX_JSON_BODY)
-            .collect()
+        let collect = Limited::new(resp.into_body(), MAX_JSON_BODY).collect();
+        Ok(tokio::time::timeout(self.response_timeout, collect)
             .await
+            .map_err(|_| ClientError::Timeout {
+                what: format!("reading the answer of {endpoint} from"),
+                addr: self.addr.clone(),
+                after: self.response_timeout,
+            })?
             .map_err(|e| ClientError::BadResponse {
                 endpoint,
                 detail: format!("reading the body from {}: {e}", self.addr),
@@ -446,11 +461,11 @@ pub fn parse_listing(body: &[u8]) -> Result<Vec<Entry>, ClientError> {
 /// Turns a non-2xx answer into [`ClientError::Daemon`], keeping the daemon's message.
 async fn error_from_response(endpoint: &'static str, resp: Response<Incoming>) -> ClientError {
     let status = resp.status();
-    let body = Limited::new(resp.into_body(), MAX_ERROR_BODY)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let collect = Limited::new(resp.into_body(), MAX_ERROR_BODY).collect();
+    let body = match tokio::time::timeout(ERROR_BODY_TIMEOUT, collect).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) | Err(_) => Bytes::new(),
+    };
     ClientError::Daemon {
         endpoint,
         status: status.as_u16(),
@@ -493,10 +508,14 @@ pub struct ExtractStream {
     addr: VsockAddr,
     body: Incoming,
     pending: Bytes,
+    /// Longest wait for the next piece of data.
+    idle: Duration,
+    /// Armed while [`AsyncRead::poll_read`] waits for data.
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl ExtractStream {
-    fn new(resp: Response<Incoming>, addr: VsockAddr) -> Self {
+    fn new(resp: Response<Incoming>, addr: VsockAddr, idle: Duration) -> Self {
         let header = |name| {
             resp.headers()
                 .get(name)
@@ -514,6 +533,16 @@ impl ExtractStream {
             addr,
             body: resp.into_body(),
             pending: Bytes::new(),
+            idle,
+            idle_timer: None,
+        }
+    }
+
+    fn idle_error(&self) -> ClientError {
+        ClientError::Timeout {
+            what: "waiting for the next data of the extract from".into(),
+            addr: self.addr.clone(),
+            after: self.idle,
         }
     }
 
@@ -523,7 +552,11 @@ impl ExtractStream {
             return Ok(Some(std::mem::take(&mut self.pending)));
         }
         loop {
-            match self.body.frame().await {
+            let frame = tokio::time::timeout(self.idle, self.body.frame()).await;
+            let Ok(frame) = frame else {
+                return Err(self.idle_error());
+            };
+            match frame {
                 None => return Ok(None),
                 Some(Err(source)) => {
                     return Err(ClientError::Http {
@@ -553,7 +586,19 @@ impl AsyncRead for ExtractStream {
         let this = self.get_mut();
         while this.pending.is_empty() {
             match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    let idle = this.idle;
+                    let timer = this
+                        .idle_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            this.idle_error().to_string(),
+                        )));
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(None) => return Poll::Ready(Ok(())),
                 Poll::Ready(Some(Err(e))) => {
                     return Poll::Ready(Err(io::Error::other(format!(
@@ -562,6 +607,7 @@ impl AsyncRead for ExtractStream {
                     ))))
                 }
                 Poll::Ready(Some(Ok(frame))) => {
+                    this.idle_timer = None;
                     if let Ok(data) = frame.into_data() {
                         this.pending = data;
                     }

@@ -296,3 +296,80 @@ fn debug_hides_ticket() {
     );
     assert!(!format!("{c:?}").contains(TICKET));
 }
+
+/// A guest that sends an answer's head and the first bytes of its body, then
+/// nothing: every read ends with a timeout instead of hanging.
+fn serve_stalling() -> (tempfile::TempDir, VsockAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("vm.vsock");
+    let listener = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut r = BufReader::new(s);
+                let mut line = String::new();
+                r.read_line(&mut line).await.unwrap();
+                r.get_mut().write_all(b"OK 1234\n").await.unwrap();
+                // Read the request head, answer 10 of 100 promised bytes, stall.
+                loop {
+                    line.clear();
+                    if r.read_line(&mut line).await.unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut s = r.into_inner();
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[{\"filep")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            });
+        }
+    });
+    (dir, VsockAddr::HybridUnix { path, port: 1024 })
+}
+
+#[tokio::test]
+async fn stalled_bodies_time_out() {
+    use std::time::{Duration, Instant};
+    let (_d, addr) = serve_stalling();
+    let c = DaemonClient::new(addr, TICKET)
+        .with_timeouts(Duration::from_secs(2), Duration::from_millis(300));
+
+    let t = Instant::now();
+    let err = c.list(b"/").await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        matches!(err, ClientError::Timeout { .. })
+            && err.to_string().contains("reading the answer"),
+        "{err}"
+    );
+
+    let mut stream = c
+        .extract(b"/d/part/1/f", ExtractFormat::Plain, false, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        &stream.next_chunk().await.unwrap().unwrap()[..],
+        b"[{\"filep"
+    );
+    let t = Instant::now();
+    let err = stream.next_chunk().await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        err.to_string().contains("waiting for the next data"),
+        "{err}"
+    );
+
+    // The AsyncRead side (what the CLI copies to files) times out the same way.
+    let mut stream = c
+        .extract(b"/d/part/1/f", ExtractFormat::Plain, false, None)
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let t = Instant::now();
+    let err = tokio::io::copy(&mut stream, &mut sink).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert_eq!(sink, b"[{\"filep");
+}
