@@ -12,6 +12,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Largest request head accepted (headers, URI).
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
+/// Most connections served at once; one more is closed at once (a flood of
+/// idle connections must not exhaust the guest's memory or descriptors).
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request head once it started one.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Where to listen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +120,7 @@ async fn bind(addr: &ListenAddr) -> anyhow::Result<Listener> {
 pub async fn serve(addr: ListenAddr, state: Arc<State>, boot_clock: bool) -> anyhow::Result<()> {
     let listener = bind(&addr).await?;
     log::info!("listening on {addr:?}");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
         let mut first = boot_clock;
         loop {
@@ -132,11 +138,19 @@ pub async fn serve(addr: ListenAddr, state: Arc<State>, boot_clock: bool) -> any
                     crate::pid1::uptime_secs()
                 );
             }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                log::warn!("{MAX_CONNECTIONS} connections open: closing a new one");
+                drop(conn);
+                continue;
+            };
             let state = state.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let svc = service_fn(move |req| api::handle(state.clone(), req));
                 let result = hyper::server::conn::http1::Builder::new()
                     .max_buf_size(MAX_REQUEST_HEAD)
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(TokioIo::new(conn), svc)
                     .await;
                 if let Err(e) = result {

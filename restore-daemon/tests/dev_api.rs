@@ -835,3 +835,59 @@ fn fifos_and_sockets_never_block_extracts() {
     assert_eq!(code, 200);
     assert_eq!(v.as_array().unwrap().len(), 4);
 }
+
+/// Whether the daemon closed `s` within `within` (a read returns end of file or an error).
+fn closed_within(s: &mut std::os::unix::net::UnixStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 64];
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// A flood of connections: beyond 64 at once the daemon closes new ones at
+/// once; a client that starts a request head and stalls, or sends nothing at
+/// all, is closed after the header-read timeout (10 s); then the API answers again.
+#[test]
+fn connection_flood_and_stalled_heads_are_bounded() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    let (_dir, d, _src) = setup(600);
+    let mut held: Vec<UnixStream> = Vec::new();
+    for i in 0..64 {
+        let mut s = UnixStream::connect(&d.sock).unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /api/status HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+        }
+        held.push(s);
+    }
+    // Let the daemon accept them all, then one more is closed at once.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = UnixStream::connect(&d.sock).unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(2)),
+        "the 65th connection was not closed"
+    );
+    // The stalled heads are closed after the header-read timeout.
+    let t = Instant::now();
+    for s in &mut held {
+        let left = Duration::from_secs(15).saturating_sub(t.elapsed());
+        assert!(
+            closed_within(s, left.max(Duration::from_millis(10))),
+            "a stalled request head was still open after {:?}",
+            t.elapsed()
+        );
+    }
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    let (code, _) = d.get("/api/status", &[]);
+    assert_eq!(code, 200);
+    let log = fs::read_to_string(&d.log).unwrap();
+    assert!(log.contains("64 connections open"), "{log}");
+}
