@@ -104,6 +104,17 @@ async fn handle(
     Ok(resp)
 }
 
+/// The vhost-user sidecar's side of the hybrid handshake: reads `CONNECT 1024`,
+/// answers `OK`; returns the stream, buffered, for the HTTP that follows.
+async fn sidecar_handshake(s: tokio::net::UnixStream) -> BufReader<tokio::net::UnixStream> {
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).await.unwrap();
+    assert_eq!(line, "CONNECT 1024\n");
+    r.get_mut().write_all(b"OK 1234\n").await.unwrap();
+    r
+}
+
 /// Starts the fake sidecar + daemon; returns its address (keep the TempDir alive).
 fn serve(api_version: u32) -> (tempfile::TempDir, VsockAddr) {
     let dir = tempfile::tempdir().unwrap();
@@ -113,12 +124,7 @@ fn serve(api_version: u32) -> (tempfile::TempDir, VsockAddr) {
         loop {
             let (s, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let mut r = BufReader::new(s);
-                let mut line = String::new();
-                r.read_line(&mut line).await.unwrap();
-                assert_eq!(line, "CONNECT 1024\n");
-                let mut s = r.into_inner();
-                s.write_all(b"OK 1234\n").await.unwrap();
+                let s = sidecar_handshake(s).await.into_inner();
                 let svc = service_fn(move |req| handle(req, api_version));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -307,10 +313,8 @@ fn serve_stalling() -> (tempfile::TempDir, VsockAddr) {
         loop {
             let (s, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
-                let mut r = BufReader::new(s);
+                let mut r = sidecar_handshake(s).await;
                 let mut line = String::new();
-                r.read_line(&mut line).await.unwrap();
-                r.get_mut().write_all(b"OK 1234\n").await.unwrap();
                 // Read the request head, answer 10 of 100 promised bytes, stall.
                 loop {
                     line.clear();

@@ -34,7 +34,7 @@ pub enum VsockAddr {
     /// Kernel `AF_VSOCK`: the guest's CID and the daemon's port.
     ///
     /// Needs `/dev/vhost-vsock` on the host (not available on this project's
-    /// build machines; see ENVIRONMENT.md).
+    /// build machines, which use [`VsockAddr::HybridUnix`] through a sidecar).
     Kernel {
         /// Guest context id (`vhost-vsock-device,guest-cid=N`).
         cid: u32,

@@ -16,6 +16,20 @@ fn qemu_img(args: &[&str]) {
     );
 }
 
+/// A 1 MiB qcow2 at `path` whose data lives in the external file `data`.
+fn create_with_data_file(path: &Path, data: &Path) {
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        &format!("data_file={}", data.display()),
+        path.to_str().unwrap(),
+        "1M",
+    ]);
+}
+
 fn create(path: &Path, fmt: &str) {
     qemu_img(&["create", "-q", "-f", fmt, path.to_str().unwrap(), "1M"]);
 }
@@ -299,16 +313,7 @@ fn chain_loop_and_external_files_refused() {
     let data = tempfile::tempdir().unwrap();
     let d = data.path().join("data.raw");
     let ext = s1.join("ext.qcow2");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &format!("data_file={}", d.display()),
-        ext.to_str().unwrap(),
-        "1M",
-    ]);
+    create_with_data_file(&ext, &d);
     let e = err_text(check_backing_chain(&ext, "qcow2", &store));
     assert!(
         e.contains("external data file") && e.contains("data.raw"),
@@ -479,16 +484,7 @@ fn probed_image_referencing_files_is_refused() {
     // A probed qcow2 with an external data file.
     let d = dir.path().join("data.raw");
     let ext = dir.path().join("ext.img");
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        "-o",
-        &format!("data_file={}", d.display()),
-        ext.to_str().unwrap(),
-        "1M",
-    ]);
+    create_with_data_file(&ext, &d);
     let e = err_text(format::decide(&ext));
     assert!(
         e.contains("ext.img") && e.contains("external data file"),
