@@ -43,7 +43,7 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         // read-only, and never replays its $LogFile onto a read-only device.
         FsType::Ntfs => ("ntfs3", "iocharset=utf8"),
         FsType::Erofs => ("erofs", ""),
-        // JFS replays its log only on read-write mounts.
+        // JFS opens its journal only on read-write mounts (replay is fsck.jfs's job).
         FsType::Jfs => ("jfs", "iocharset=utf8"),
         FsType::LvmPv | FsType::Swap | FsType::Luks | FsType::Unknown => return None,
     })
