@@ -11,6 +11,7 @@
 //!   starts QEMU (the only part that may be installed setuid root).
 
 pub mod client;
+mod guest_ready;
 pub mod helper_protocol;
 pub mod initrd;
 pub mod launch;

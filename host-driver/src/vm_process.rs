@@ -19,6 +19,7 @@ use tokio::process::Child;
 use tokio::time::Instant;
 
 use crate::client::{ClientError, DaemonClient};
+use crate::guest_ready::ReadySignal;
 use crate::helper_protocol::{
     self, Action, DiskRequest, DiskSource, HelperRequest, TransportRequest, MESSAGE_PREFIX,
     PROTOCOL_VERSION,
@@ -105,8 +106,9 @@ pub(crate) async fn launch_once(plan: &LaunchPlan<'_>) -> Result<RunningVm, Atte
     let qmp_socket = run_dir.join(QMP_SOCKET);
     let _ = std::fs::remove_file(&qmp_socket);
 
-    let (mut sidecar, addr, transport) = match &plan.transport {
+    let (mut sidecar, ready, addr, transport) = match &plan.transport {
         TransportPlan::Kernel { cid } => (
+            None,
             None,
             VsockAddr::Kernel {
                 cid: *cid,
@@ -115,9 +117,16 @@ pub(crate) async fn launch_once(plan: &LaunchPlan<'_>) -> Result<RunningVm, Atte
             TransportRequest::Kernel { cid: *cid },
         ),
         TransportPlan::VhostUser { sidecar } => {
+            let ready = ReadySignal::bind(&run_dir.join(HYBRID_SOCKET)).map_err(|source| {
+                LaunchError::Spawn {
+                    program: sidecar.clone(),
+                    source,
+                }
+            })?;
             let child = start_sidecar(plan, sidecar).await?;
             (
                 Some(child),
+                Some(ready),
                 VsockAddr::HybridUnix {
                     path: run_dir.join(HYBRID_SOCKET),
                     port: plan.port,
@@ -167,7 +176,7 @@ pub(crate) async fn launch_once(plan: &LaunchPlan<'_>) -> Result<RunningVm, Atte
         run_dir.display()
     );
 
-    let outcome = wait_ready(plan, &addr, &mut qemu, sidecar.as_mut()).await;
+    let outcome = wait_ready(plan, &addr, ready.as_ref(), &mut qemu, sidecar.as_mut()).await;
     if let Err(why) = outcome {
         kill_and_reap(&mut qemu).await;
         if let Some(s) = sidecar.as_mut() {
@@ -333,15 +342,21 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
 }
 
 /// Polls the daemon (liveness, then an authenticated status) with a growing
-/// pause, while watching QEMU and the sidecar for an early exit.
+/// pause, while watching QEMU and the sidecar for an early exit. With a
+/// `ready` signal (vhost-user), the first probe waits for it: see
+/// [`crate::guest_ready`].
 async fn wait_ready(
     plan: &LaunchPlan<'_>,
     addr: &VsockAddr,
+    ready: Option<&ReadySignal>,
     qemu: &mut Child,
     sidecar: Option<&mut Child>,
 ) -> Result<(), NotReady> {
     let deadline = Instant::now() + plan.ready_timeout;
-    let last_error = RefCell::new(String::from("no answer yet"));
+    let last_error = RefCell::new(String::from(match ready {
+        Some(_) => "the guest never signalled that its vsock is up",
+        None => "no answer yet",
+    }));
     let exited = async {
         match sidecar {
             Some(s) => tokio::select! {
@@ -352,6 +367,12 @@ async fn wait_ready(
         }
     };
     let probing = async {
+        if let Some(ready) = ready {
+            if let Err(e) = ready.wait().await {
+                log::warn!("waiting for the guest's ready signal: {e}; probing anyway");
+            }
+            *last_error.borrow_mut() = String::from("no answer yet");
+        }
         let mut delay = PROBE_DELAY_FIRST;
         loop {
             let limit = plan

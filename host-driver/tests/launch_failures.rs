@@ -271,3 +271,39 @@ async fn silent_guest_gets_one_fresh_retry_within_the_budget() {
     }
     assert_clean(&base);
 }
+
+/// A guest that listens on the API port but never sends the ready signal
+/// (here: it signals a wrong port) is never connected to: the host waits for
+/// the signal first (vhost-device-vsock must not see a host connection before
+/// the guest's queues are ready, src/guest_ready.rs), then times out naming
+/// the missing signal.
+#[tokio::test]
+async fn guest_without_ready_signal_is_never_probed() {
+    let Some(kernel) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let init = include_str!("fake_guest/init.c").replace(".svm_port = 1025", ".svm_port = 1026");
+    let initrd = initramfs_with_init(dir.path(), &init, &[]);
+    let base = dir.path().join("run");
+    let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);
+    opts.accel = AccelPreference::Tcg;
+    opts.transport = TransportPreference::VhostUser;
+    opts.timeouts.tcg_ready = Duration::from_secs(10);
+    let err = start_vm(opts).await.unwrap_err();
+    let text = err.to_string();
+    eprintln!("{text}");
+    assert!(
+        text.contains("the guest never signalled that its vsock is up"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fake daemon listening"),
+        "the guest did listen: {text}"
+    );
+    assert!(
+        !text.contains("fake daemon: connection"),
+        "the host connected before the signal: {text}"
+    );
+    assert_clean(&base);
+}

@@ -20,6 +20,7 @@ mod extract;
 mod listing;
 mod mounts;
 mod pid1;
+mod ready_signal;
 mod server;
 mod state;
 mod stream;
@@ -131,6 +132,7 @@ fn run_vm() -> anyhow::Result<()> {
     let reason = rt.block_on(async {
         tokio::spawn(pid1::reap_children());
         server::serve(ListenAddr::Vsock(cfg.port), state.clone(), true).await?;
+        tokio::spawn(ready_signal::announce());
         // One line for boot-time measurements (make bench reads it from the console
         // log): guest uptime when /init started and when the API listened.
         eprintln!(

@@ -16,6 +16,15 @@ pub const API_VERSION: u32 = 1;
 /// Default vsock port the daemon listens on.
 pub const DEFAULT_PORT: u32 = 1024;
 
+/// Host vsock port the daemon connects to once it listens (guest → host, CID 2),
+/// to say "my vsock driver is up". The host connects to the guest only after
+/// this signal when it uses the vhost-user sidecar: vhost-device-vsock 0.3
+/// stops serving the VM for good if a host connection arrives in the short
+/// window after the guest's memory is mapped but before its RX queue is
+/// ready (README, "Readiness"). The connection itself is the signal: it
+/// carries no data.
+pub const READY_PORT: u32 = 1025;
+
 /// Authorization scheme: `Authorization: FileRestoreTicket <ticket>`.
 pub const TICKET_SCHEME: &str = "FileRestoreTicket";
 

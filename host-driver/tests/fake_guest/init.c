@@ -6,6 +6,8 @@
  *   anything without the ticket -> 401 {"error":"missing or invalid ticket"}
  *   POST /api/stop   -> 200 {} but keeps running (so stop_vm must use QMP)
  *   anything else    -> 404 {"error":"fake daemon: no such endpoint"}
+ * Once it listens it connects to the host's port 1025 and closes again: the
+ * ready signal the host waits for before it connects (src/guest_ready.rs).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -43,10 +45,20 @@ int main(void) {
     }
     printf("fake daemon listening\n");
     fflush(stdout);
+    int r = socket(AF_VSOCK, SOCK_STREAM, 0);
+    struct sockaddr_vm host = {.svm_family = AF_VSOCK,
+                               .svm_cid = VMADDR_CID_HOST,
+                               .svm_port = 1025};
+    if (r < 0 || connect(r, (struct sockaddr *)&host, sizeof host))
+        perror("ready signal");
+    if (r >= 0)
+        close(r);
     for (;;) {
         int c = accept(s, NULL, NULL);
         if (c < 0)
             continue;
+        printf("fake daemon: connection\n");
+        fflush(stdout);
         char req[8192] = {0};
         size_t len = 0;
         while (len < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
