@@ -133,6 +133,12 @@ pub enum UnpackError {
         /// Where it ended.
         detail: String,
     },
+    /// The stream holds an extension header over [`guard::MAX_EXTENSION`].
+    #[error("refused the tar archive: {detail}; the rest of the stream was not read")]
+    TooLarge {
+        /// Which header and its size.
+        detail: String,
+    },
     /// The stream is not a readable tar archive.
     #[error("cannot read the tar archive: {source}")]
     Archive {
@@ -274,7 +280,9 @@ fn archive_err(e: io::Error) -> UnpackError {
                 entry: entry.clone(),
                 reason: "GNU sparse tar entries are not supported".into(),
             },
-            guard::GuardError::ExtensionTooLarge { .. } => UnpackError::Archive { source: e },
+            guard::GuardError::ExtensionTooLarge { .. } => UnpackError::TooLarge {
+                detail: g.to_string(),
+            },
         };
     }
     let msg = e.to_string();
