@@ -2,7 +2,8 @@
 //!
 //! One vsock connection per request: on a warm VM a new connection and round
 //! trip costs about 4 ms, which is far below anything a person notices, and it
-//! keeps the client free of connection-pool state.
+//! keeps the client free of connection-pool state. Each connection starts
+//! with the guest's proof that it knows the ticket (`client_conn.rs`).
 
 use std::fmt;
 use std::future::Future;
@@ -20,10 +21,12 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HOST, RANGE};
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::transport::{self, TransportError, VsockAddr};
+use crate::transport::{TransportError, VsockAddr};
+
+#[path = "client_conn.rs"]
+mod conn;
 
 /// Largest JSON answer (listing, status) read into memory.
 const MAX_JSON_BODY: usize = 256 << 20;
@@ -103,6 +106,16 @@ pub enum ClientError {
         /// The version it reported.
         got: u32,
     },
+    /// The guest did not prove that it knows the ticket (see
+    /// [`file_restore_wire::proof`]): the ticket was not sent to it and
+    /// nothing it said is used.
+    #[error("guest at {addr} did not prove it knows the ticket: {detail}; not trusting it")]
+    NoProof {
+        /// The daemon's address.
+        addr: VsockAddr,
+        /// What it answered instead.
+        detail: String,
+    },
     /// A status call with the ticket got the liveness-only answer, which the
     /// daemon gives when it does not accept the ticket.
     #[error("daemon at {addr} does not accept this VM's ticket (status answered liveness only)")]
@@ -159,7 +172,8 @@ impl fmt::Debug for DaemonClient {
 }
 
 impl DaemonClient {
-    /// Default limit for connecting (including the hybrid handshake).
+    /// Default limit for connecting (including the hybrid handshake and the
+    /// guest's ticket proof).
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default limit for the answer's headers (bodies may stream for longer).
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -286,8 +300,8 @@ impl DaemonClient {
         Ok(status)
     }
 
-    /// Opens a connection, sends one request, returns a 2xx answer or the
-    /// daemon's error.
+    /// Opens a connection (the guest proves it knows the ticket first), sends
+    /// one request on it, returns a 2xx answer or the daemon's error.
     async fn send(
         &self,
         method: Method,
@@ -307,19 +321,7 @@ impl DaemonClient {
             source,
         };
 
-        let stream = tokio::time::timeout(self.connect_timeout, transport::connect(&self.addr))
-            .await
-            .map_err(|_| timeout_err("connecting to".into(), self.connect_timeout))??;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http_err)?;
-        let addr_for_log = self.addr.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                log::debug!("connection to {addr_for_log} ended: {e}");
-            }
-        });
-
+        let mut sender = conn::open(&self.addr, &self.ticket, self.connect_timeout).await?;
         let mut builder = Request::builder()
             .method(method)
             .uri(uri)

@@ -148,7 +148,8 @@ pub enum LaunchError {
         /// The first CID tried.
         first: u32,
     },
-    /// The daemon answered but refused us (wrong ticket, API version).
+    /// The daemon answered but refused us (wrong ticket, API version) or
+    /// did not prove it knows the ticket.
     #[error("VM started but its daemon refused the host driver: {source}\n{logs}")]
     Daemon {
         /// The daemon's answer.

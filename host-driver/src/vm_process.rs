@@ -342,6 +342,7 @@ async fn wait_ready(
 ) -> Result<(), NotReady> {
     let deadline = Instant::now() + plan.ready_timeout;
     let last_error = RefCell::new(String::from("no answer yet"));
+    let note = |e: &ClientError| *last_error.borrow_mut() = crate::client::error_chain(e);
     let exited = async {
         match sidecar {
             Some(s) => tokio::select! {
@@ -366,12 +367,17 @@ async fn wait_ready(
                     Err(
                         e @ (ClientError::Daemon { .. }
                         | ClientError::ApiVersion { .. }
+                        | ClientError::NoProof { .. }
                         | ClientError::TicketRejected { .. }),
                     ) => return Err(NotReady::Refused(e)),
-                    Err(e) => *last_error.borrow_mut() = crate::client::error_chain(&e),
+                    Err(e) => note(&e),
                 },
-                Err(e @ ClientError::ApiVersion { .. }) => return Err(NotReady::Refused(e)),
-                Err(e) => *last_error.borrow_mut() = crate::client::error_chain(&e),
+                // A guest that answered but cannot prove the ticket would not
+                // learn it by waiting.
+                Err(e @ (ClientError::ApiVersion { .. } | ClientError::NoProof { .. })) => {
+                    return Err(NotReady::Refused(e))
+                }
+                Err(e) => note(&e),
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 3 / 2).min(PROBE_DELAY_MAX);

@@ -1,9 +1,11 @@
 //! The success path of `start_vm` and `stop_vm` with a real QEMU, the project's
-//! guest kernel and a stand-in daemon (`fake_guest/init.c`: static C, answers
-//! status with the ticket from `/ticket`).
+//! guest kernel and a stand-in daemon (`fake_guest/init.c`: static C, proves
+//! it knows the ticket from `/ticket` and answers status with it), and what
+//! a guest that cannot prove the ticket gets: a refusal.
 //! It checks what does not depend on the real restore daemon: the per-VM
 //! ticket arrives in the guest, the vsock transport and readiness work, the
-//! error mapping of a real 404/401, the VM-map round trip, and that
+//! error mapping of a real 404, a client with another ticket refused at the
+//! guest's proof, the VM-map round trip, and that
 //! `stop_vm` (which here has to fall back to QMP `quit`, since the stand-in
 //! ignores the API stop) leaves nothing behind.
 
@@ -75,11 +77,18 @@ async fn fake_guest_start_status_stop() {
     let err = client.list(b"/").await.unwrap_err();
     assert_eq!(err.http_status(), Some(404), "{err}");
     assert_eq!(err.daemon_message(), Some("fake daemon: no such endpoint"));
+    // A client with another ticket: the guest's proof does not match it, so
+    // that client sends nothing more (its ticket never reaches this guest).
     let wrong = DaemonClient::new(vm.addr.clone(), "f".repeat(32));
-    let err = wrong.status(false).await.unwrap_err();
-    assert!(err.to_string().contains("ticket"), "{err}");
-    let err = wrong.list(b"/").await.unwrap_err();
-    assert_eq!(err.http_status(), Some(401), "{err}");
+    for err in [
+        wrong.status(false).await.unwrap_err(),
+        wrong.list(b"/").await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(err, file_restore::ClientError::NoProof { .. }),
+            "{err}"
+        );
+    }
 
     // A later invocation finds the VM through the map's JSON.
     let stored: RunningVm = serde_json::from_str(&serde_json::to_string(&vm).unwrap()).unwrap();
@@ -90,6 +99,67 @@ async fn fake_guest_start_status_stop() {
     eprintln!("stop (API ignored, then QMP quit) took {:?}", t.elapsed());
     assert!(!is_alive(&vm));
     assert!(!vm.run_dir.exists(), "run dir left");
+    let left = processes_mentioning(&base);
+    assert!(left.is_empty(), "leftover processes: {left:?}");
+}
+
+/// A fake guest in `mode` (see fake_guest/init.c) as the initramfs, and a
+/// 1 MiB raw disk, in `dir`.
+fn fake_guest_files(dir: &std::path::Path, mode: &str) -> (PathBuf, PathBuf) {
+    let mode_file = dir.join("mode");
+    std::fs::write(&mode_file, mode).unwrap();
+    let initrd = initramfs_with_init(
+        dir,
+        include_str!("fake_guest/init.c"),
+        &[("mode", &mode_file)],
+    );
+    // A swap signature: enough for the manager's "is it a disk" check.
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[4086..4096].copy_from_slice(b"SWAPSPACE2");
+    let disk = dir.join("disk.raw");
+    std::fs::write(&disk, bytes).unwrap();
+    (initrd, disk)
+}
+
+/// A guest that answers with a proof made without the ticket (as another
+/// VM on the CID would) is refused at once, with nothing left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_with_a_wrong_proof_is_refused() {
+    let Some(kernel) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (initrd, disk) = fake_guest_files(dir.path(), "wrong-proof");
+    let base = dir.path().join("run");
+    let mut opts = LaunchOptions::new(
+        &kernel,
+        &initrd,
+        vec![ImageSpec {
+            path: disk,
+            format: "raw".into(),
+            name: "disk0".into(),
+        }],
+        &base,
+    );
+    opts.accel = file_restore::AccelPreference::Tcg;
+    let t = Instant::now();
+    let err = match start_vm(opts).await {
+        Ok(vm) => {
+            let _guard = KillOnDrop(vm);
+            panic!("a guest without the ticket's proof was accepted");
+        }
+        Err(e) => e,
+    };
+    let msg = err.to_string();
+    eprintln!("refused after {:?}: {msg}", t.elapsed());
+    assert!(
+        matches!(err, file_restore::LaunchError::Daemon { .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("did not prove it knows the ticket") && msg.contains("does not match"),
+        "{msg}"
+    );
     let left = processes_mentioning(&base);
     assert!(left.is_empty(), "leftover processes: {left:?}");
 }
