@@ -7,11 +7,11 @@
 //! [`HelperRequest`] on stdin, checks it, builds the per-VM initramfs and
 //! execs QEMU in its own place, so the pid spawned here is QEMU's.
 
-use std::cell::RefCell;
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -341,8 +341,14 @@ async fn wait_ready(
     sidecar: Option<&mut Child>,
 ) -> Result<(), NotReady> {
     let deadline = Instant::now() + plan.ready_timeout;
-    let last_error = RefCell::new(String::from("no answer yet"));
-    let note = |e: &ClientError| *last_error.borrow_mut() = crate::client::error_chain(e);
+    // A Mutex (not a RefCell) keeps the start future Send, so that it can run
+    // on a spawned task.
+    let last_error = Mutex::new(String::from("no answer yet"));
+    let note = |e: &ClientError| {
+        if let Ok(mut last) = last_error.lock() {
+            *last = crate::client::error_chain(e);
+        }
+    };
     let exited = async {
         match sidecar {
             Some(s) => tokio::select! {
@@ -387,7 +393,7 @@ async fn wait_ready(
         why = exited => Err(why),
         r = probing => r,
         _ = tokio::time::sleep_until(deadline) => {
-            Err(NotReady::Timeout(last_error.borrow().clone()))
+            Err(NotReady::Timeout(last_error.lock().map(|l| l.clone()).unwrap_or_default()))
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The success path of `start_vm` and `stop_vm` with a real QEMU, the project's
 //! guest kernel and a stand-in daemon (`fake_guest/init.c`: static C, proves
 //! it knows the ticket from `/ticket` and answers status with it), and what
-//! a guest that cannot prove the ticket gets: a refusal.
+//! a guest that cannot prove the ticket gets: a refusal. And that a guest
+//! that accepts connections and never answers blocks no other invocation.
 //! It checks what does not depend on the real restore daemon: the per-VM
 //! ticket arrives in the guest, the vsock transport and readiness work, the
 //! error mapping of a real 404, a client with another ticket refused at the
@@ -162,4 +163,128 @@ async fn guest_with_a_wrong_proof_is_refused() {
     );
     let left = processes_mentioning(&base);
     assert!(left.is_empty(), "leftover processes: {left:?}");
+}
+
+/// The VM map lock is never held while a guest is talked to: while one
+/// invocation is stuck starting a VM whose guest accepts connections and
+/// never answers, `status` and `stop --all` (here with a second, dead VM
+/// in the map) finish at once instead of waiting for the lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_stop_all_do_not_wait_behind_a_stalled_guest() {
+    use file_restore::manager::Manager;
+    use file_restore::vm_map::LockedMap;
+    use serde_json::Value;
+    let Some(kernel) = prerequisites() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (initrd, disk) = fake_guest_files(dir.path(), "stall");
+    let runtime = dir.path().join("runtime");
+    std::fs::create_dir(&runtime).unwrap();
+    // Another VM of this user, recorded but gone (its QEMU pid has exited).
+    let gone = std::process::Command::new("true").spawn().unwrap().id();
+    let dead = serde_json::json!({
+        "vm": {"pid": gone, "sidecar_pid": null,
+               "addr": {"kind": "hybrid_unix", "path": "/nonexistent/vm.vsock", "port": 1024},
+               "ticket": "0123456789abcdef0123456789abcdef", "accel": "tcg",
+               "run_dir": "/nonexistent/vm-gone", "console_log": "/nonexistent/console.log",
+               "qmp_socket": "/nonexistent/qmp.sock", "started_at": 0},
+        "source": {"Image": "/nonexistent/other.img"}, "images": [], "guest_config": null
+    });
+    {
+        let mut map = LockedMap::<Value>::lock(&runtime, Duration::from_secs(5)).unwrap();
+        map.insert("other", dead);
+        map.save().unwrap();
+    }
+    let m = Manager {
+        runtime_dir: runtime.clone(),
+        kernel: Some(kernel),
+        initramfs: Some(initrd),
+        accel: file_restore::AccelPreference::Tcg,
+        transport: file_restore::TransportPreference::Auto,
+        boot_timeout: Some(Duration::from_secs(20)),
+    };
+    let starter = {
+        let m = m.clone();
+        let source = disk.to_string_lossy().into_owned();
+        tokio::spawn(async move { m.ensure_vm(&source, &mut Vec::new()).await })
+    };
+    // Until the stalled guest listens (and the starter is stuck on it).
+    let t = Instant::now();
+    loop {
+        let listening = std::fs::read_dir(runtime.join("vms"))
+            .ok()
+            .is_some_and(|d| {
+                d.filter_map(Result::ok).any(|e| {
+                    std::fs::read_to_string(e.path().join("console.log"))
+                        .is_ok_and(|c| c.contains("fake daemon listening, mode stall"))
+                })
+            });
+        if listening {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the stalled guest never booted"
+        );
+        if starter.is_finished() {
+            panic!("the start ended early: {:?}", starter.await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let t = Instant::now();
+    let mut notes = Vec::new();
+    let reports = tokio::time::timeout(Duration::from_secs(10), m.status(&mut notes))
+        .await
+        .expect("status waited behind the stalled guest")
+        .unwrap();
+    eprintln!("status took {:?}: {notes:?}", t.elapsed());
+    // (A timeout cannot fire while a blocking lock wait holds the thread.)
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "status took {:?}",
+        t.elapsed()
+    );
+    assert!(reports.is_empty(), "{reports:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("other") && n.contains("no longer answers")),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n.contains("is being started by pid")),
+        "{notes:?}"
+    );
+
+    let t = Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), m.stop(None))
+        .await
+        .expect("stop --all waited behind the stalled guest")
+        .unwrap();
+    eprintln!("stop --all took {:?}: {stopped:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop --all took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(stopped.len(), 1, "{stopped:?}");
+    assert!(
+        !starter.is_finished(),
+        "the start ended before status and stop ran"
+    );
+
+    // The stuck start ends within its own limit and leaves nothing behind.
+    let err = tokio::time::timeout(Duration::from_secs(90), starter)
+        .await
+        .expect("the start never ended")
+        .unwrap()
+        .unwrap_err();
+    eprintln!("the stalled start ended: {err}");
+    let left = processes_mentioning(&runtime);
+    assert!(left.is_empty(), "leftover processes: {left:?}");
+    let map = LockedMap::<Value>::lock(&runtime, Duration::from_secs(5)).unwrap();
+    assert!(map.is_empty(), "{:?}", map.names());
 }
