@@ -332,8 +332,10 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
     }
 }
 
-/// Polls the daemon (liveness, then an authenticated status) with a growing
-/// pause, while watching QEMU and the sidecar for an early exit.
+/// Once QEMU answers on QMP (its devices, the vsock CID included, are set
+/// up), polls the daemon (liveness, then an authenticated status; each
+/// connection begins with the guest's ticket proof) with a growing pause,
+/// while watching QEMU and the sidecar for an early exit.
 async fn wait_ready(
     plan: &LaunchPlan<'_>,
     addr: &VsockAddr,
@@ -359,6 +361,9 @@ async fn wait_ready(
         }
     };
     let probing = async {
+        // Not before QEMU holds the vsock CID (see crate::qmp): until then a
+        // kernel vsock connection would reach whichever VM has it now.
+        crate::qmp::answered(&plan.run_dir.join(QMP_SOCKET)).await;
         let mut delay = PROBE_DELAY_FIRST;
         loop {
             let limit = plan
@@ -466,6 +471,66 @@ mod tests {
         assert!(!is_cid_in_use(
             "qemu-system-x86_64: failed to set MSR 0x10a"
         ));
+    }
+
+    /// The daemon is not connected to before QEMU answered on QMP (for
+    /// kernel vsock: before its CID is this VM's).
+    #[tokio::test]
+    async fn no_probe_before_qemu_answers() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path();
+        let qmp_ready = Arc::new(AtomicBool::new(false));
+        crate::qmp::tests::slow_qemu(
+            &run_dir.join(QMP_SOCKET),
+            Duration::from_millis(300),
+            qmp_ready.clone(),
+        );
+        // The guest side: notes whether QMP had answered at the first connection.
+        let vsock = run_dir.join(HYBRID_SOCKET);
+        let listener = tokio::net::UnixListener::bind(&vsock).unwrap();
+        let first = tokio::spawn({
+            let qmp_ready = qmp_ready.clone();
+            async move {
+                let _conn = listener.accept().await.unwrap();
+                qmp_ready.load(Ordering::SeqCst)
+            }
+        });
+        let mut qemu = tokio::process::Command::new("sleep")
+            .arg("30")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let plan = LaunchPlan {
+            helper: Path::new("/nonexistent/helper"),
+            qemu_binary: Path::new("/nonexistent/qemu"),
+            run_dir,
+            accel: Accel::Tcg,
+            transport: TransportPlan::Kernel { cid: 4096 },
+            kernel: Path::new("/nonexistent/vmlinux"),
+            initramfs: Path::new("/nonexistent/initramfs.img"),
+            disks: &[],
+            memory_mib: 256,
+            cpus: 1,
+            port: 1024,
+            ticket: "0123456789abcdef0123456789abcdef",
+            ready_timeout: Duration::from_secs(1),
+            timeouts: LaunchTimeouts::default(),
+        };
+        let addr = VsockAddr::HybridUnix {
+            path: vsock,
+            port: 1024,
+        };
+        let r = wait_ready(&plan, &addr, &mut qemu, None).await;
+        assert!(matches!(r, Err(NotReady::Timeout(_))));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), first)
+                .await
+                .expect("the daemon was never probed")
+                .unwrap(),
+            "the daemon was probed before QEMU answered on QMP"
+        );
     }
 
     #[test]
