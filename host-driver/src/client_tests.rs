@@ -5,6 +5,7 @@ use super::*;
 use file_restore_wire::proof;
 use file_restore_wire::{decode_path, EntryType};
 use http_body_util::Full;
+use hyper::header::{CONTENT_RANGE, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::StatusCode;
 use hyper_util::rt::TokioIo;
