@@ -125,4 +125,122 @@ mod tests {
         let e = serde_json::from_str::<MapSlot>(r#"{"vm": 1}"#).unwrap_err();
         assert!(e.to_string().contains("invalid type"), "{e}");
     }
+
+    use crate::manager::{Manager, ManagerError};
+    use crate::vm_map::LockedMap;
+    use std::time::Duration;
+
+    fn manager(dir: &std::path::Path) -> Manager {
+        Manager {
+            runtime_dir: dir.to_path_buf(),
+            kernel: None,
+            initramfs: None,
+            accel: crate::launch::AccelPreference::Auto,
+            transport: crate::launch::TransportPreference::Auto,
+            boot_timeout: None,
+        }
+    }
+
+    fn put(dir: &std::path::Path, name: &str, slot: MapSlot) {
+        let mut map = LockedMap::<MapSlot>::lock(dir, Duration::from_secs(5)).unwrap();
+        map.insert(name, slot);
+        map.save().unwrap();
+    }
+
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        LockedMap::<MapSlot>::lock(dir, Duration::from_secs(5))
+            .unwrap()
+            .names()
+    }
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    /// A VM that is gone (dead pid, no run directory): stopping it is a no-op.
+    fn gone_vm() -> VmEntry {
+        serde_json::from_value(serde_json::json!({
+            "vm": {"pid": dead_pid(), "sidecar_pid": null,
+                   "addr": {"kind": "hybrid_unix", "path": "/nonexistent/vm.vsock", "port": 1024},
+                   "ticket": "0123456789abcdef0123456789abcdef", "accel": "tcg",
+                   "run_dir": "/nonexistent/vm-gone", "console_log": "/nonexistent/console.log",
+                   "qmp_socket": "/nonexistent/qmp.sock", "started_at": 0},
+            "source": {"Image": "/nonexistent/a.img"}, "images": [], "guest_config": null
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn status_reports_live_starts_and_drops_stale_ones_stop_cancels() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let live = Reservation::new().unwrap();
+        let stale = Reservation {
+            pid: dead_pid(),
+            token: "stale".into(),
+            ..live.clone()
+        };
+        put(dir.path(), "live", MapSlot::Starting { starting: live });
+        put(dir.path(), "stale", MapSlot::Starting { starting: stale });
+        let mut notes = Vec::new();
+        assert!(m.status(&mut notes).await.unwrap().is_empty());
+        let me = std::process::id();
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains(&format!("VM live is being started by pid {me}"))),
+            "{notes:?}"
+        );
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("VM stale was being started") && n.contains("removed it")),
+            "{notes:?}"
+        );
+        assert_eq!(names(dir.path()), ["live"]);
+        assert_eq!(m.stop(Some("live")).await.unwrap(), ["live"]);
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_start_is_recorded_only_while_its_reservation_stands() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        let r = Reservation::new().unwrap();
+        put(
+            dir.path(),
+            "a",
+            MapSlot::Starting {
+                starting: r.clone(),
+            },
+        );
+        m.commit("a", &r, Ok(gone_vm())).await.unwrap();
+        let map = LockedMap::<MapSlot>::lock(dir.path(), Duration::from_secs(5)).unwrap();
+        assert!(matches!(map.get("a"), Some(MapSlot::Running(_))));
+        drop(map);
+
+        // `stop` took the reservation away meanwhile: the VM is not recorded.
+        let e = m.commit("b", &r, Ok(gone_vm())).await.unwrap_err();
+        assert!(matches!(e, ManagerError::StartCancelled { .. }), "{e}");
+        assert_eq!(names(dir.path()), ["a"]);
+
+        // A failed start removes its own reservation, not another one's.
+        let other = Reservation::new().unwrap();
+        put(dir.path(), "c", MapSlot::Starting { starting: other });
+        let failed = || Err(ManagerError::BootFiles("no kernel".into()));
+        assert!(m.commit("c", &r, failed()).await.is_err());
+        assert_eq!(names(dir.path()), ["a", "c"]);
+        put(
+            dir.path(),
+            "d",
+            MapSlot::Starting {
+                starting: r.clone(),
+            },
+        );
+        assert!(m.commit("d", &r, failed()).await.is_err());
+        assert_eq!(names(dir.path()), ["a", "c"]);
+    }
 }
