@@ -68,6 +68,10 @@ pub enum ManagerError {
     /// The VM did not start.
     #[error(transparent)]
     Launch(#[from] launch::LaunchError),
+    /// Blocking work (the lock wait, qemu-img) could not finish: the
+    /// runtime is shutting down.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// Kernel or initramfs not found.
     #[error("{0}")]
     BootFiles(String),
@@ -99,6 +103,18 @@ pub enum ManagerError {
         /// The names that exist.
         running: String,
     },
+}
+
+/// Runs blocking work on tokio's blocking threads (a panic in it goes on
+/// unwinding here).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ManagerError> + Send + 'static,
+) -> Result<T, ManagerError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(ManagerError::Interrupted(e.to_string())),
+    }
 }
 
 /// Kernel and base initramfs of the restore VM.
@@ -235,17 +251,11 @@ impl Manager {
         })
     }
 
-    /// Locks the map; the wait for the lock runs off the async threads.
+    /// Locks the map; the wait for the lock (a polling `flock`) runs off the
+    /// async worker threads.
     async fn lock(&self) -> Result<LockedMap<MapSlot>, ManagerError> {
         let dir = self.runtime_dir.clone();
-        let path = dir.join(vm_map::LOCK_FILE);
-        tokio::task::spawn_blocking(move || LockedMap::lock(&dir, LOCK_TIMEOUT))
-            .await
-            .map_err(|e| vm_map::VmMapError::Lock {
-                path,
-                source: std::io::Error::other(e.to_string()),
-            })?
-            .map_err(ManagerError::from)
+        blocking(move || Ok(LockedMap::lock(&dir, LOCK_TIMEOUT)?)).await
     }
 
     /// Checks that a recorded VM still answers (bounded: a stalled guest is
@@ -355,7 +365,11 @@ impl Manager {
     async fn start(&self, src: &Source) -> Result<VmEntry, ManagerError> {
         // Decide formats (by extension) and check backing chains (refusing links
         // outside the store) before QEMU sees any of it.
-        let images = source::resolve_images(src)?;
+        // qemu-img calls: off the async worker threads.
+        let images = {
+            let src = src.clone();
+            blocking(move || Ok(source::resolve_images(&src)?)).await?
+        };
         let boot = locate_boot_files(self.kernel.clone(), self.initramfs.clone())?;
         let specs = images
             .iter()
