@@ -2,13 +2,10 @@
 //!
 //! One vsock connection per request: on a warm VM a new connection and round
 //! trip costs about 4 ms, which is far below anything a person notices, and it
-//! keeps the client free of connection-pool state.
+//! keeps the client free of connection-pool state. Each connection starts
+//! with the guest's proof that it knows the ticket (`client_conn.rs`).
 
 use std::fmt;
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,13 +14,17 @@ use file_restore_wire::{
     TICKET_SCHEME,
 };
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::{Body, Incoming};
-use hyper::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, HOST, RANGE};
+use hyper::body::Incoming;
+use hyper::header::{AUTHORIZATION, HOST, RANGE};
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::transport::{self, TransportError, VsockAddr};
+use crate::transport::{TransportError, VsockAddr};
+
+#[path = "client_conn.rs"]
+mod conn;
+#[path = "client_extract.rs"]
+mod extract;
+pub use extract::ExtractStream;
 
 /// Largest JSON answer (listing, status) read into memory.
 const MAX_JSON_BODY: usize = 256 << 20;
@@ -103,6 +104,16 @@ pub enum ClientError {
         /// The version it reported.
         got: u32,
     },
+    /// The guest did not prove that it knows the ticket (see
+    /// [`file_restore_wire::proof`]): the ticket was not sent to it and
+    /// nothing it said is used.
+    #[error("guest at {addr} did not prove it knows the ticket: {detail}; not trusting it")]
+    NoProof {
+        /// The daemon's address.
+        addr: VsockAddr,
+        /// What it answered instead.
+        detail: String,
+    },
     /// A status call with the ticket got the liveness-only answer, which the
     /// daemon gives when it does not accept the ticket.
     #[error("daemon at {addr} does not accept this VM's ticket (status answered liveness only)")]
@@ -159,7 +170,8 @@ impl fmt::Debug for DaemonClient {
 }
 
 impl DaemonClient {
-    /// Default limit for connecting (including the hybrid handshake).
+    /// Default limit for connecting (including the hybrid handshake and the
+    /// guest's ticket proof).
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default limit for the answer's headers (bodies may stream for longer).
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -286,8 +298,8 @@ impl DaemonClient {
         Ok(status)
     }
 
-    /// Opens a connection, sends one request, returns a 2xx answer or the
-    /// daemon's error.
+    /// Opens a connection (the guest proves it knows the ticket first), sends
+    /// one request on it, returns a 2xx answer or the daemon's error.
     async fn send(
         &self,
         method: Method,
@@ -307,19 +319,7 @@ impl DaemonClient {
             source,
         };
 
-        let stream = tokio::time::timeout(self.connect_timeout, transport::connect(&self.addr))
-            .await
-            .map_err(|_| timeout_err("connecting to".into(), self.connect_timeout))??;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http_err)?;
-        let addr_for_log = self.addr.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                log::debug!("connection to {addr_for_log} ended: {e}");
-            }
-        });
-
+        let mut sender = conn::open(&self.addr, &self.ticket, self.connect_timeout).await?;
         let mut builder = Request::builder()
             .method(method)
             .uri(uri)
@@ -487,136 +487,6 @@ fn error_message(status: hyper::StatusCode, body: &[u8]) -> String {
             .to_string()
     } else {
         text.chars().take(500).collect()
-    }
-}
-
-/// A streaming extract answer: headers up front, the body chunk by chunk.
-///
-/// Read it with [`ExtractStream::next_chunk`] or as a [`tokio::io::AsyncRead`]
-/// (e.g. with `tokio::io::copy`). A connection that breaks mid-stream is an
-/// error, never a silent short file.
-#[derive(Debug)]
-pub struct ExtractStream {
-    /// HTTP status: 200, or 206 for a range.
-    pub status: u16,
-    /// `Content-Length`, when the daemon knows it (plain files).
-    pub content_length: Option<u64>,
-    /// `Content-Type` of the answer.
-    pub content_type: Option<String>,
-    /// `Content-Range` of a 206 answer.
-    pub content_range: Option<String>,
-    addr: VsockAddr,
-    body: Incoming,
-    pending: Bytes,
-    /// Longest wait for the next piece of data.
-    idle: Duration,
-    /// Armed while [`AsyncRead::poll_read`] waits for data.
-    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl ExtractStream {
-    fn new(resp: Response<Incoming>, addr: VsockAddr, idle: Duration) -> Self {
-        let header = |name| {
-            resp.headers()
-                .get(name)
-                .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let content_length = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
-        let content_type = header(CONTENT_TYPE);
-        let content_range = header(CONTENT_RANGE);
-        ExtractStream {
-            status: resp.status().as_u16(),
-            content_length,
-            content_type,
-            content_range,
-            addr,
-            body: resp.into_body(),
-            pending: Bytes::new(),
-            idle,
-            idle_timer: None,
-        }
-    }
-
-    fn idle_error(&self) -> ClientError {
-        ClientError::Timeout {
-            what: "waiting for the next data of the extract from".into(),
-            addr: self.addr.clone(),
-            after: self.idle,
-        }
-    }
-
-    /// The next piece of data, `None` at the end.
-    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
-        if !self.pending.is_empty() {
-            return Ok(Some(std::mem::take(&mut self.pending)));
-        }
-        loop {
-            let frame = tokio::time::timeout(self.idle, self.body.frame()).await;
-            let Ok(frame) = frame else {
-                return Err(self.idle_error());
-            };
-            match frame {
-                None => return Ok(None),
-                Some(Err(source)) => {
-                    return Err(ClientError::Http {
-                        endpoint: endpoint::EXTRACT,
-                        addr: self.addr.clone(),
-                        source,
-                    })
-                }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            return Ok(Some(data));
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl AsyncRead for ExtractStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        while this.pending.is_empty() {
-            match Pin::new(&mut this.body).poll_frame(cx) {
-                Poll::Pending => {
-                    let idle = this.idle;
-                    let timer = this
-                        .idle_timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            this.idle_error().to_string(),
-                        )));
-                    }
-                    return Poll::Pending;
-                }
-                Poll::Ready(None) => return Poll::Ready(Ok(())),
-                Poll::Ready(Some(Err(e))) => {
-                    return Poll::Ready(Err(io::Error::other(format!(
-                        "extract stream from {} broke: {e}",
-                        this.addr
-                    ))))
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    this.idle_timer = None;
-                    if let Ok(data) = frame.into_data() {
-                        this.pending = data;
-                    }
-                }
-            }
-        }
-        let n = this.pending.len().min(buf.remaining());
-        buf.put_slice(&this.pending.split_to(n));
-        Poll::Ready(Ok(()))
     }
 }
 

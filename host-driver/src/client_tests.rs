@@ -2,12 +2,17 @@
 //! answers `OK 1234` and then serves HTTP with a real hyper server.
 
 use super::*;
+use file_restore_wire::proof;
 use file_restore_wire::{decode_path, EntryType};
 use http_body_util::Full;
+use hyper::header::{CONTENT_RANGE, CONTENT_TYPE};
 use hyper::service::service_fn;
 use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
@@ -36,10 +41,49 @@ fn query_path(req: &Request<Incoming>) -> Vec<u8> {
     decode_path(&unescaped).unwrap()
 }
 
-async fn handle(
-    req: Request<Incoming>,
+/// The `hello` answer: the proof of the request's nonce under `ticket`.
+fn hello(req: &Request<Incoming>, api_version: u32, ticket: &str) -> Response<Full<Bytes>> {
+    let nonce = req
+        .uri()
+        .query()
+        .and_then(|q| q.strip_prefix("nonce="))
+        .and_then(proof::parse_nonce)
+        .expect("hello with a nonce");
+    json(
+        StatusCode::OK,
+        serde_json::json!({"api_version": api_version,
+            "proof": proof::to_hex(&proof::proof(ticket, &nonce))}),
+    )
+}
+
+/// How the fake daemon behaves.
+#[derive(Clone)]
+struct Fake {
     api_version: u32,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    /// The ticket its proofs are made with (`None`: no hello endpoint, 404).
+    proof_ticket: Option<&'static str>,
+    /// Set when a request carried an Authorization header.
+    saw_ticket: Arc<AtomicBool>,
+}
+
+async fn handle(req: Request<Incoming>, fake: Fake) -> Result<Response<Full<Bytes>>, Infallible> {
+    let api_version = fake.api_version;
+    if req.headers().contains_key(AUTHORIZATION) {
+        fake.saw_ticket.store(true, Ordering::SeqCst);
+    }
+    if req.uri().path() == endpoint::HELLO {
+        assert!(
+            !req.headers().contains_key(AUTHORIZATION),
+            "ticket sent with hello"
+        );
+        return Ok(match fake.proof_ticket {
+            Some(t) => hello(&req, api_version, t),
+            None => json(
+                StatusCode::NOT_FOUND,
+                serde_json::json!({"error": "no API endpoint /api/hello"}),
+            ),
+        });
+    }
     let authed = req
         .headers()
         .get(AUTHORIZATION)
@@ -117,22 +161,39 @@ async fn sidecar_handshake(s: tokio::net::UnixStream) -> BufReader<tokio::net::U
 
 /// Starts the fake sidecar + daemon; returns its address (keep the TempDir alive).
 fn serve(api_version: u32) -> (tempfile::TempDir, VsockAddr) {
+    let (dir, addr, _) = serve_fake(api_version, Some(TICKET));
+    (dir, addr)
+}
+
+/// [`serve`] with the ticket the proofs are made with; also returns the flag
+/// set when any request carried a ticket.
+fn serve_fake(
+    api_version: u32,
+    proof_ticket: Option<&'static str>,
+) -> (tempfile::TempDir, VsockAddr, Arc<AtomicBool>) {
+    let saw_ticket = Arc::new(AtomicBool::new(false));
+    let fake = Fake {
+        api_version,
+        proof_ticket,
+        saw_ticket: saw_ticket.clone(),
+    };
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("vm.vsock");
     let listener = UnixListener::bind(&path).unwrap();
     tokio::spawn(async move {
         loop {
             let (s, _) = listener.accept().await.unwrap();
+            let fake = fake.clone();
             tokio::spawn(async move {
                 let s = sidecar_handshake(s).await.into_inner();
-                let svc = service_fn(move |req| handle(req, api_version));
+                let svc = service_fn(move |req| handle(req, fake.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
                     .await;
             });
         }
     });
-    (dir, VsockAddr::HybridUnix { path, port: 1024 })
+    (dir, VsockAddr::HybridUnix { path, port: 1024 }, saw_ticket)
 }
 
 #[tokio::test]
@@ -149,7 +210,8 @@ async fn status_liveness_and_full() {
 
 #[tokio::test]
 async fn liveness_only_answer_to_full_status_is_ticket_rejected() {
-    let (_d, addr) = serve(API_VERSION);
+    // A guest that proves "wrong" but does not accept it (a broken daemon).
+    let (_d, addr, _) = serve_fake(API_VERSION, Some("wrong"));
     let err = DaemonClient::new(addr, "wrong")
         .status(false)
         .await
@@ -188,7 +250,7 @@ async fn list_root_and_404_keeps_message() {
 
 #[tokio::test]
 async fn wrong_ticket_is_401() {
-    let (_d, addr) = serve(API_VERSION);
+    let (_d, addr, _) = serve_fake(API_VERSION, Some("bad"));
     let err = DaemonClient::new(addr, "bad").list(b"/").await.unwrap_err();
     assert_eq!(err.http_status(), Some(401));
     assert_eq!(err.daemon_message(), Some("missing or invalid ticket"));
@@ -303,8 +365,22 @@ fn debug_hides_ticket() {
     assert!(!format!("{c:?}").contains(TICKET));
 }
 
-/// A guest that sends an answer's head and the first bytes of its body, then
-/// nothing: every read ends with a timeout instead of hanging.
+/// Reads one request head; returns its first line.
+async fn read_head(r: &mut BufReader<tokio::net::UnixStream>) -> String {
+    let mut first = String::new();
+    r.read_line(&mut first).await.unwrap();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).await.unwrap() == 0 || line == "\r\n" {
+            return first;
+        }
+    }
+}
+
+/// A guest that proves itself, then sends an answer's head and the first
+/// bytes of its body, then nothing: every read ends with a timeout instead
+/// of hanging.
 fn serve_stalling() -> (tempfile::TempDir, VsockAddr) {
     let dir = tempfile::tempdir().unwrap();
     let path: PathBuf = dir.path().join("vm.vsock");
@@ -314,14 +390,22 @@ fn serve_stalling() -> (tempfile::TempDir, VsockAddr) {
             let (s, _) = listener.accept().await.unwrap();
             tokio::spawn(async move {
                 let mut r = sidecar_handshake(s).await;
-                let mut line = String::new();
-                // Read the request head, answer 10 of 100 promised bytes, stall.
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).await.unwrap() == 0 || line == "\r\n" {
-                        break;
-                    }
-                }
+                // The hello: answered with the right proof.
+                let head = read_head(&mut r).await;
+                let nonce = head
+                    .split_once("nonce=")
+                    .and_then(|(_, rest)| proof::parse_nonce(rest.split(' ').next()?))
+                    .expect("hello first");
+                let body = serde_json::json!({"api_version": API_VERSION,
+                    "proof": proof::to_hex(&proof::proof(TICKET, &nonce))})
+                .to_string();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                r.get_mut().write_all(answer.as_bytes()).await.unwrap();
+                // The real request: 10 of 100 promised bytes, then a stall.
+                read_head(&mut r).await;
                 let mut s = r.into_inner();
                 s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n[{\"filep")
                     .await
@@ -376,4 +460,48 @@ async fn stalled_bodies_time_out() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
     assert_eq!(sink, b"[{\"filep");
+}
+
+/// A guest that cannot prove it knows the ticket (another VM on the CID, an
+/// old daemon) never receives it, and its answers are not used.
+#[tokio::test]
+async fn guest_without_the_proof_is_refused_before_the_ticket_is_sent() {
+    for proof_ticket in [Some("another-vms-ticket-0123456789"), None] {
+        let (_d, addr, saw_ticket) = serve_fake(API_VERSION, proof_ticket);
+        let c = DaemonClient::new(addr, TICKET);
+        for err in [
+            c.status(false).await.unwrap_err(),
+            c.list(b"/").await.unwrap_err(),
+            c.status_liveness().await.unwrap_err(),
+        ] {
+            let msg = err.to_string();
+            assert!(matches!(err, ClientError::NoProof { .. }), "{msg}");
+            assert!(msg.contains("did not prove it knows the ticket"), "{msg}");
+        }
+        assert!(!saw_ticket.load(Ordering::SeqCst), "the ticket was sent");
+    }
+}
+
+/// A guest that accepts and never answers the hello is a timeout of the
+/// connect limit, not a hang.
+#[tokio::test]
+async fn silent_guest_times_out_at_the_proof() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("vm.vsock");
+    let listener = UnixListener::bind(&path).unwrap();
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let _r = sidecar_handshake(s).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let c = DaemonClient::new(VsockAddr::HybridUnix { path, port: 1024 }, TICKET)
+        .with_timeouts(Duration::from_millis(300), Duration::from_secs(30));
+    let t = Instant::now();
+    let err = c.status(false).await.unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        matches!(err, ClientError::Timeout { .. }) && err.to_string().contains("ticket proof"),
+        "{err}"
+    );
 }

@@ -28,6 +28,8 @@
 //!    ones ([`crate::manager::INSTALL_DIR`] or root-owned files beside the
 //!    helper, and [`QEMU_PATHS`]); otherwise any, since it then has no more
 //!    rights than the user.
+//!    A kernel vsock CID must lie in the invoking user's own block
+//!    ([`cids`], [`HelperRequest::check_cid_for`]).
 //! 3. The helper opens `/dev/vhost-vsock` while privileged (kernel
 //!    transport only), then drops to the real uid/gid for good
 //!    ([`checks::drop_privileges`]).
@@ -51,6 +53,8 @@
 
 #[path = "helper_protocol/checks.rs"]
 pub mod checks;
+#[path = "helper_protocol/cids.rs"]
+pub mod cids;
 #[path = "helper_protocol/policy.rs"]
 mod policy;
 pub use policy::{helper_is_setuid_root, locate_helper, BootPolicy};
@@ -150,7 +154,8 @@ pub enum TransportRequest {
     /// In-kernel vhost-vsock: the helper opens `/dev/vhost-vsock` and passes
     /// it to QEMU as `vhostfd`.
     Kernel {
-        /// The guest's context id (3 ..= 0xFFFF_FFFE).
+        /// The guest's context id: one of the invoking user's block
+        /// ([`cids::cid_range`]).
         cid: u32,
     },
     /// A vhost-user sidecar (started by the CLI) serving this socket, a

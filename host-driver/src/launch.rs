@@ -12,6 +12,7 @@
 use std::fmt;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
+use std::ops::RangeInclusive;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::client::DaemonClient;
+use crate::helper_protocol::cids::{cid_range, no_range_reason};
 use crate::helper_protocol::{self, DiskRequest, DiskSource, ALLOWED_FORMATS};
 use crate::initrd::{self, InitrdError};
 use crate::process::{find_program, tail_lines};
@@ -46,10 +48,6 @@ pub const FAILED_CONSOLE_LOG: &str = "last-failed-console.log";
 pub const FAILED_QEMU_STDERR: &str = "last-failed-qemu.stderr";
 /// vsock sidecar log kept after a failed start (in the base directory).
 pub const FAILED_SIDECAR_LOG: &str = "last-failed-vsock-sidecar.log";
-/// Lowest kernel vsock CID handed out (0–2 are reserved).
-pub const FIRST_CID: u32 = 10;
-/// How many CIDs are tried when QEMU reports "address in use".
-pub const CID_ATTEMPTS: u32 = 32;
 /// Lines of console/stderr quoted in errors.
 const TAIL_LINES: usize = 20;
 
@@ -276,8 +274,13 @@ struct Binaries<'a> {
 /// The transport once chosen (sidecar binary resolved).
 #[derive(Debug, Clone)]
 enum ChosenTransport {
-    Kernel,
-    VhostUser { sidecar: PathBuf },
+    /// Kernel vsock with a CID from this user's block.
+    Kernel {
+        cids: RangeInclusive<u32>,
+    },
+    VhostUser {
+        sidecar: PathBuf,
+    },
 }
 
 async fn start_in(
@@ -300,15 +303,20 @@ async fn start_in(
             serial,
         })
         .collect();
-    let first_cid = first_cid_for_uid(nix::unistd::getuid().as_raw());
 
     let attempts = plan_attempts(accels, &opts.timeouts);
     for (n, &(accel, ready_timeout)) in attempts.iter().enumerate() {
         let next = attempts.get(n + 1).map(|a| a.0);
-        let mut cid = first_cid;
+        // Kernel vsock: this user's CIDs, in turn while QEMU finds them taken.
+        let block = match &transport {
+            ChosenTransport::Kernel { cids } => cids.clone(),
+            ChosenTransport::VhostUser { .. } => 0..=0,
+        };
+        let mut cids = block.clone();
+        let mut cid = cids.next().unwrap_or_default();
         loop {
             let transport_plan = match &transport {
-                ChosenTransport::Kernel => TransportPlan::Kernel { cid },
+                ChosenTransport::Kernel { .. } => TransportPlan::Kernel { cid },
                 ChosenTransport::VhostUser { sidecar } => TransportPlan::VhostUser {
                     sidecar: sidecar.clone(),
                 },
@@ -334,11 +342,14 @@ async fn start_in(
             match vm_process::launch_once(&plan).await {
                 Ok(vm) => return Ok(vm),
                 Err(AttemptError::CidInUse) => {
-                    cid += 1;
-                    if cid >= first_cid + CID_ATTEMPTS {
-                        return Err(LaunchError::CidsExhausted { first: first_cid });
-                    }
-                    log::debug!("vsock CID {} in use, trying {cid}", cid - 1);
+                    let Some(next_cid) = cids.next() else {
+                        return Err(LaunchError::CidsExhausted {
+                            first: *block.start(),
+                            last: *block.end(),
+                        });
+                    };
+                    log::debug!("vsock CID {cid} in use, trying {next_cid}");
+                    cid = next_cid;
                 }
                 // Only a VM that died or stayed silent is worth another
                 // accelerator; a daemon that refuses us would refuse again.
@@ -497,15 +508,18 @@ fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTranspo
         })
     };
     // The helper opens /dev/vhost-vsock: it is usable when we can open it,
-    // or when the helper is setuid root and the device exists.
-    let kernel_vsock = || -> io::Result<()> {
+    // or when the helper is setuid root and the device exists; and only
+    // with CIDs of this user's block (see helper_protocol::cids).
+    let uid = nix::unistd::getuid().as_raw();
+    let kernel_vsock = || -> io::Result<RangeInclusive<u32>> {
+        let cids = cid_range(uid).ok_or_else(|| io::Error::other(no_range_reason(uid)))?;
         match open_rw(helper_protocol::VHOST_VSOCK_DEVICE) {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(cids),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 let is_device = std::fs::metadata(helper_protocol::VHOST_VSOCK_DEVICE)
                     .is_ok_and(|m| m.file_type().is_char_device());
                 if is_device && helper_protocol::helper_is_setuid_root(helper) {
-                    Ok(())
+                    Ok(cids)
                 } else {
                     Err(e)
                 }
@@ -515,13 +529,13 @@ fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTranspo
     };
     match opts.transport {
         TransportPreference::Kernel => kernel_vsock()
-            .map(|()| ChosenTransport::Kernel)
+            .map(|cids| ChosenTransport::Kernel { cids })
             .map_err(LaunchError::KernelVsockUnavailable),
         TransportPreference::VhostUser => Ok(ChosenTransport::VhostUser {
             sidecar: sidecar()?,
         }),
         TransportPreference::Auto => match kernel_vsock() {
-            Ok(()) => Ok(ChosenTransport::Kernel),
+            Ok(cids) => Ok(ChosenTransport::Kernel { cids }),
             Err(e) => match sidecar() {
                 Ok(sidecar) => Ok(ChosenTransport::VhostUser { sidecar }),
                 Err(_) => Err(LaunchError::NoTransport {
@@ -530,13 +544,6 @@ fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTranspo
             },
         },
     }
-}
-
-/// The first kernel vsock CID tried for a user: 10 plus a uid-dependent
-/// offset, so different users rarely collide (collisions are retried).
-pub fn first_cid_for_uid(uid: u32) -> u32 {
-    const SPAN: u64 = 1 << 24;
-    FIRST_CID + ((u64::from(uid) * 256) % SPAN) as u32
 }
 
 /// Creates `base_dir` (0700 if new) and a fresh `vm-<random>` directory (0700) in it.

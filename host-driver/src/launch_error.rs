@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::client::ClientError;
 use crate::initrd::InitrdError;
-use crate::launch::{CID_ATTEMPTS, VHOST_USER_BINARY, VHOST_USER_INSTALL_HINT};
+use crate::launch::{VHOST_USER_BINARY, VHOST_USER_INSTALL_HINT};
 use crate::qemu::Accel;
 
 /// Tails of the logs of a VM that failed to start.
@@ -142,13 +142,19 @@ pub enum LaunchError {
         /// The log holding its stderr.
         log: PathBuf,
     },
-    /// Every CID tried was in use.
-    #[error("no free vsock CID in {first}..{}: all in use", first + CID_ATTEMPTS)]
+    /// Every CID of the user's block was in use.
+    #[error(
+        "no free vsock CID in {first}..={last} (this user's block): all in use; stop some VMs \
+         (`file-restore stop --all`) or use --transport vhost-user"
+    )]
     CidsExhausted {
-        /// The first CID tried.
+        /// The block's first CID.
         first: u32,
+        /// Its last CID.
+        last: u32,
     },
-    /// The daemon answered but refused us (wrong ticket, API version).
+    /// The daemon answered but refused us (wrong ticket, API version) or
+    /// did not prove it knows the ticket.
     #[error("VM started but its daemon refused the host driver: {source}\n{logs}")]
     Daemon {
         /// The daemon's answer.

@@ -4,14 +4,6 @@ use super::*;
 use std::os::unix::fs::PermissionsExt;
 
 #[test]
-fn cid_offsets() {
-    assert_eq!(first_cid_for_uid(0), 10);
-    assert_eq!(first_cid_for_uid(1000), 10 + 256_000);
-    assert!(first_cid_for_uid(u32::MAX) < (1 << 24) + FIRST_CID);
-    assert_ne!(first_cid_for_uid(1000), first_cid_for_uid(1001));
-}
-
-#[test]
 fn run_dir_is_private_and_fresh() {
     let base = tempfile::tempdir().unwrap();
     let nested = base.path().join("a/b");

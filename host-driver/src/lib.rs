@@ -17,6 +17,7 @@ pub mod initrd;
 pub mod launch;
 pub mod process;
 pub mod qemu;
+mod qmp;
 pub mod teardown;
 pub mod transport;
 mod vm_process;

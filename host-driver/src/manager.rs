@@ -2,9 +2,14 @@
 //!
 //! One VM serves one SOURCE (an image, a snapshot directory, an NBD URI).
 //! Its map key is the systemd-escaped canonical source plus the identity
-//! of its images, so a replaced image gets a new VM. The map lock is held
-//! from the lookup until a new VM is recorded: eight parallel calls on a new
-//! source end with one VM, the others reuse it.
+//! of its images, so a replaced image gets a new VM.
+//!
+//! The map lock is held only for short read-modify-write steps, never while
+//! a VM boots or a guest is asked something (a stalled guest must not block
+//! `status` or `stop --all` of the same user): a start is reserved under the
+//! lock ([`MapSlot::Starting`]), boots without it and is recorded under it
+//! again. Eight parallel calls on a new source still end with one VM: the
+//! others wait for the reservation (at most [`START_WAIT`]) and reuse the VM.
 
 use crate::launch::{self, AccelPreference, LaunchOptions, RunningVm, TransportPreference};
 use crate::source::{self, DiskImage, Source};
@@ -12,14 +17,31 @@ use crate::teardown;
 use crate::vm_map::{self, LockedMap};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+#[path = "manager_slot.rs"]
+mod slot;
+pub use slot::{MapSlot, Reservation};
 
 /// Installed location of the boot files (`make install`).
 pub const INSTALL_DIR: &str = "/usr/local/lib/file-restore";
 
-/// How long to wait for the VM map lock: longer than a slow TCG boot,
-/// because the holder may be starting the very VM we want.
-const LOCK_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long to wait for the VM map lock. Holders only read and write the
+/// map (no VM boots, no guest is asked anything under it), so this is only
+/// ever reached when something is badly wrong.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long to wait for another invocation's start of the same VM: longer
+/// than a slow start (KVM tried, then TCG, then one fresh TCG VM).
+pub const START_WAIT: Duration = Duration::from_secs(180);
+
+/// Pause between looks at another invocation's start.
+const START_POLL: Duration = Duration::from_millis(100);
+
+/// Limits of the status call that tells whether a recorded VM answers.
+const CHECK_CONNECT: Duration = Duration::from_secs(2);
+const CHECK_RESPONSE: Duration = Duration::from_secs(5);
 
 /// What the VM map records for one running VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,9 +68,33 @@ pub enum ManagerError {
     /// The VM did not start.
     #[error(transparent)]
     Launch(#[from] launch::LaunchError),
+    /// Blocking work (the lock wait, qemu-img) could not finish: the
+    /// runtime is shutting down.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// Kernel or initramfs not found.
     #[error("{0}")]
     BootFiles(String),
+    /// Another invocation has been starting this VM for too long.
+    #[error(
+        "VM {name} is being started by another file-restore (pid {pid}) and is not ready after \
+         {secs} s; wait for it, or end it with `file-restore stop {name}`",
+        secs = waited.as_secs()
+    )]
+    StartPending {
+        /// The VM's name.
+        name: String,
+        /// The starting process.
+        pid: u32,
+        /// How long this invocation waited.
+        waited: Duration,
+    },
+    /// `stop` removed the VM's reservation while this invocation started it.
+    #[error("VM {name} was stopped (`file-restore stop`) while it was starting")]
+    StartCancelled {
+        /// The VM's name.
+        name: String,
+    },
     /// No VM of that name.
     #[error("no running VM named '{name}'; running: {running}")]
     NoSuchVm {
@@ -57,6 +103,18 @@ pub enum ManagerError {
         /// The names that exist.
         running: String,
     },
+}
+
+/// Runs blocking work on tokio's blocking threads (a panic in it goes on
+/// unwinding here).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ManagerError> + Send + 'static,
+) -> Result<T, ManagerError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(ManagerError::Interrupted(e.to_string())),
+    }
 }
 
 /// Kernel and base initramfs of the restore VM.
@@ -193,11 +251,15 @@ impl Manager {
         })
     }
 
-    fn lock(&self) -> Result<LockedMap<VmEntry>, ManagerError> {
-        Ok(LockedMap::lock(&self.runtime_dir, LOCK_TIMEOUT)?)
+    /// Locks the map; the wait for the lock (a polling `flock`) runs off the
+    /// async worker threads.
+    async fn lock(&self) -> Result<LockedMap<MapSlot>, ManagerError> {
+        let dir = self.runtime_dir.clone();
+        blocking(move || Ok(LockedMap::lock(&dir, LOCK_TIMEOUT)?)).await
     }
 
-    /// Checks that a recorded VM still answers.
+    /// Checks that a recorded VM still answers (bounded: a stalled guest is
+    /// one that does not answer).
     async fn answers(entry: &VmEntry) -> bool {
         if !teardown::is_alive(&entry.vm) {
             return false;
@@ -205,13 +267,14 @@ impl Manager {
         let client = entry
             .vm
             .client()
-            .with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
+            .with_timeouts(CHECK_CONNECT, CHECK_RESPONSE);
         client.status(true).await.is_ok()
     }
 
     /// Returns a running VM for `source_arg`, reusing the recorded one if it
-    /// answers, else starting one. `notes` receives messages for the user
-    /// (a dead VM removed, a VM started).
+    /// answers, waiting for one another invocation is starting, else
+    /// starting one. `notes` receives messages for the user (a dead VM
+    /// removed, a VM started).
     pub async fn ensure_vm(
         &self,
         source_arg: &str,
@@ -221,24 +284,92 @@ impl Manager {
         let files = source::find_image_files(&src)?;
         let ids: Vec<_> = files.iter().map(|f| f.identity.clone()).collect();
         let name = source::vm_name_from_identities(&src, &ids);
-        let mut map = self.lock()?;
-        notes.extend(map.warnings().iter().cloned());
-        if let Some(entry) = map.get(&name).cloned() {
-            if Self::answers(&entry).await {
-                return Ok((name, entry));
+        let began = Instant::now();
+        let mut first = true;
+        let reservation = loop {
+            let mut map = self.lock().await?;
+            if std::mem::take(&mut first) {
+                notes.extend(map.warnings().iter().cloned());
             }
-            notes.push(format!(
-                "VM {name} (pid {}) no longer answers; removed it, starting a new one (console log was {})",
-                entry.vm.pid,
-                entry.vm.console_log.display()
-            ));
-            let _ = teardown::stop_vm(&entry.vm, Duration::from_secs(1)).await;
-            map.remove(&name);
-            map.save()?;
-        }
-        // New VM: decide formats (by extension) and check backing chains (refusing links
+            match map.get(&name).cloned() {
+                Some(MapSlot::Running(entry)) => {
+                    drop(map);
+                    if Self::answers(&entry).await {
+                        return Ok((name, entry));
+                    }
+                    // Replace it, unless another invocation did meanwhile.
+                    let mut map = self.lock().await?;
+                    let same = matches!(map.get(&name),
+                        Some(MapSlot::Running(e)) if e.vm.run_dir == entry.vm.run_dir);
+                    if !same {
+                        continue;
+                    }
+                    let r = Reservation::new()?;
+                    map.insert(
+                        name.clone(),
+                        MapSlot::Starting {
+                            starting: r.clone(),
+                        },
+                    );
+                    map.save()?;
+                    drop(map);
+                    notes.push(format!(
+                        "VM {name} (pid {}) no longer answers; removed it, starting a new one (console log was {})",
+                        entry.vm.pid,
+                        entry.vm.console_log.display()
+                    ));
+                    let _ = teardown::stop_vm(&entry.vm, Duration::from_secs(1)).await;
+                    break r;
+                }
+                Some(MapSlot::Starting { starting }) if starting.holder_alive() => {
+                    drop(map);
+                    let waited = began.elapsed();
+                    if waited >= START_WAIT {
+                        return Err(ManagerError::StartPending {
+                            name,
+                            pid: starting.pid,
+                            waited,
+                        });
+                    }
+                    tokio::time::sleep(START_POLL).await;
+                }
+                stale_or_none => {
+                    if let Some(MapSlot::Starting { starting }) = stale_or_none {
+                        notes.push(format!(
+                            "VM {name} was being started by pid {}, which is gone; starting it again",
+                            starting.pid
+                        ));
+                    }
+                    let r = Reservation::new()?;
+                    map.insert(
+                        name.clone(),
+                        MapSlot::Starting {
+                            starting: r.clone(),
+                        },
+                    );
+                    map.save()?;
+                    break r;
+                }
+            }
+        };
+        let started = self.start(&src).await;
+        let entry = self.commit(&name, &reservation, started).await?;
+        notes.push(format!(
+            "started VM {name} (pid {}, {})",
+            entry.vm.pid, entry.vm.accel
+        ));
+        Ok((name, entry))
+    }
+
+    /// Boots a VM for `src` (no lock held).
+    async fn start(&self, src: &Source) -> Result<VmEntry, ManagerError> {
+        // Decide formats (by extension) and check backing chains (refusing links
         // outside the store) before QEMU sees any of it.
-        let images = source::resolve_images(&src)?;
+        // qemu-img calls: off the async worker threads.
+        let images = {
+            let src = src.clone();
+            blocking(move || Ok(source::resolve_images(&src)?)).await?
+        };
         let boot = locate_boot_files(self.kernel.clone(), self.initramfs.clone())?;
         let specs = images
             .iter()
@@ -260,41 +391,117 @@ impl Manager {
             opts.timeouts.tcg_ready = t;
         }
         let vm = launch::start_vm(opts).await?;
-        notes.push(format!("started VM {name} (pid {}, {})", vm.pid, vm.accel));
-        let entry = VmEntry {
+        Ok(VmEntry {
             vm,
             source: src.clone(),
             images,
-            guest_config: source::guest_config(&src),
-        };
-        map.insert(name.clone(), entry.clone());
-        map.save()?;
-        Ok((name, entry))
+            guest_config: source::guest_config(src),
+        })
     }
 
-    /// Status of every recorded VM; entries that do not answer are removed
-    /// (reported in `notes`).
+    /// Records the outcome of a reserved start: the VM replaces the
+    /// reservation, or a failed start removes it. A reservation that `stop`
+    /// removed meanwhile means the user wants the VM gone: it is stopped.
+    async fn commit(
+        &self,
+        name: &str,
+        reservation: &Reservation,
+        started: Result<VmEntry, ManagerError>,
+    ) -> Result<VmEntry, ManagerError> {
+        let locked = self.lock().await;
+        let ours = |map: &LockedMap<MapSlot>| {
+            matches!(map.get(name),
+                Some(MapSlot::Starting { starting }) if starting.token == reservation.token)
+        };
+        match (locked, started) {
+            (Ok(mut map), Ok(entry)) if ours(&map) => {
+                map.insert(name, MapSlot::Running(entry.clone()));
+                match map.save() {
+                    Ok(()) => Ok(entry),
+                    Err(e) => {
+                        drop(map);
+                        let _ = teardown::stop_vm(&entry.vm, Duration::from_secs(1)).await;
+                        Err(e.into())
+                    }
+                }
+            }
+            (locked, Ok(entry)) => {
+                drop(locked);
+                let _ = teardown::stop_vm(&entry.vm, Duration::from_secs(1)).await;
+                Err(ManagerError::StartCancelled {
+                    name: name.to_owned(),
+                })
+            }
+            (Ok(mut map), Err(e)) => {
+                if ours(&map) {
+                    map.remove(name);
+                    if let Err(save) = map.save() {
+                        log::warn!("cannot remove the reservation of {name}: {save}");
+                    }
+                }
+                Err(e)
+            }
+            (Err(lock), Err(e)) => {
+                log::warn!("cannot remove the reservation of {name}: {lock}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Status of every recorded VM, asked of all of them at once without the
+    /// lock (each answer bounded); VMs that do not answer are stopped and
+    /// removed, reservations of processes that are gone are removed (both
+    /// reported in `notes`). VMs being started are reported in `notes`.
     pub async fn status(&self, notes: &mut Vec<String>) -> Result<Vec<VmReport>, ManagerError> {
-        let mut map = self.lock()?;
-        notes.extend(map.warnings().iter().cloned());
+        let slots: Vec<(String, MapSlot)> = {
+            let map = self.lock().await?;
+            notes.extend(map.warnings().iter().cloned());
+            map.iter().map(|(n, s)| (n.clone(), s.clone())).collect()
+        };
+        let mut checks = JoinSet::new();
+        let mut stale = Vec::new();
+        for (name, slot) in slots {
+            match slot {
+                MapSlot::Running(entry) => {
+                    checks.spawn(async move {
+                        let st = if teardown::is_alive(&entry.vm) {
+                            let client = entry
+                                .vm
+                                .client()
+                                .with_timeouts(CHECK_CONNECT, CHECK_RESPONSE);
+                            client.status(true).await.ok()
+                        } else {
+                            None
+                        };
+                        (name, entry, st)
+                    });
+                }
+                MapSlot::Starting { starting } if starting.holder_alive() => notes.push(format!(
+                    "VM {name} is being started by pid {} (for {} s)",
+                    starting.pid,
+                    launch::unix_now().saturating_sub(starting.since)
+                )),
+                MapSlot::Starting { starting } => {
+                    notes.push(format!(
+                        "VM {name} was being started by pid {}, which is gone; removed it",
+                        starting.pid
+                    ));
+                    stale.push((name, MapSlot::Starting { starting }));
+                }
+            }
+        }
         let mut out = Vec::new();
         let mut dead = Vec::new();
-        for (name, entry) in map.iter() {
-            let client = entry
-                .vm
-                .client()
-                .with_timeouts(Duration::from_secs(2), Duration::from_secs(5));
-            let st = if teardown::is_alive(&entry.vm) {
-                client.status(true).await.ok()
-            } else {
-                None
+        while let Some(done) = checks.join_next().await {
+            let Ok((name, entry, st)) = done else {
+                continue;
             };
             let Some(st) = st else {
-                dead.push((name.clone(), entry.clone()));
+                dead.push((name, entry));
                 continue;
             };
             out.push(VmReport {
-                name: name.clone(),
+                name,
                 pid: entry.vm.pid,
                 addr: format!("{}", entry.vm.addr),
                 accel: entry.vm.accel.to_string(),
@@ -305,46 +512,93 @@ impl Manager {
                 disks: st.disks,
             });
         }
-        for (name, entry) in dead {
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        for (name, entry) in &dead {
             notes.push(format!(
                 "VM {name} (pid {}) no longer answers; removed it",
                 entry.vm.pid
             ));
             let _ = teardown::stop_vm(&entry.vm, Duration::from_secs(1)).await;
-            map.remove(&name);
         }
-        map.save()?;
+        stale.extend(dead.into_iter().map(|(n, e)| (n, MapSlot::Running(e))));
+        if !stale.is_empty() {
+            self.remove_if_unchanged(&stale).await?;
+        }
         Ok(out)
     }
 
-    /// Stops the named VMs (all with `None`); returns the names stopped.
-    pub async fn stop(&self, name: Option<&str>) -> Result<Vec<String>, ManagerError> {
-        let mut map = self.lock()?;
-        let names: Vec<String> = match name {
-            Some(n) => {
-                if map.get(n).is_none() {
-                    let running = map.names();
-                    return Err(ManagerError::NoSuchVm {
-                        name: n.to_owned(),
-                        running: if running.is_empty() {
-                            "none".into()
-                        } else {
-                            running.join(", ")
-                        },
-                    });
+    /// Removes the entries of `seen` that the map still holds unchanged (the
+    /// same VM, the same reservation): another invocation may have replaced
+    /// one since it was read.
+    async fn remove_if_unchanged(&self, seen: &[(String, MapSlot)]) -> Result<(), ManagerError> {
+        let mut map = self.lock().await?;
+        let mut changed = false;
+        for (name, was) in seen {
+            let unchanged = match (map.get(name), was) {
+                (Some(MapSlot::Running(now)), MapSlot::Running(was)) => {
+                    now.vm.run_dir == was.vm.run_dir
                 }
-                vec![n.to_owned()]
-            }
-            None => map.names(),
-        };
-        for n in &names {
-            if let Some(entry) = map.remove(n) {
-                if let Err(e) = teardown::stop_vm(&entry.vm, Duration::from_secs(5)).await {
-                    log::warn!("stopping {n}: {e}");
-                }
+                (
+                    Some(MapSlot::Starting { starting: now }),
+                    MapSlot::Starting { starting: was },
+                ) => now.token == was.token,
+                _ => false,
+            };
+            if unchanged {
+                map.remove(name);
+                changed = true;
             }
         }
-        map.save()?;
+        if changed {
+            map.save()?;
+        }
+        Ok(())
+    }
+
+    /// Stops the named VMs (all with `None`); returns the names stopped. The
+    /// entries leave the map first (under the lock); the VMs are then
+    /// stopped at once, without it. A VM being started is stopped by its
+    /// starter, which finds its reservation gone.
+    pub async fn stop(&self, name: Option<&str>) -> Result<Vec<String>, ManagerError> {
+        let removed: Vec<(String, MapSlot)> = {
+            let mut map = self.lock().await?;
+            let names: Vec<String> = match name {
+                Some(n) => {
+                    if map.get(n).is_none() {
+                        let running = map.names();
+                        return Err(ManagerError::NoSuchVm {
+                            name: n.to_owned(),
+                            running: if running.is_empty() {
+                                "none".into()
+                            } else {
+                                running.join(", ")
+                            },
+                        });
+                    }
+                    vec![n.to_owned()]
+                }
+                None => map.names(),
+            };
+            let removed = names
+                .into_iter()
+                .filter_map(|n| map.remove(&n).map(|slot| (n, slot)))
+                .collect();
+            map.save()?;
+            removed
+        };
+        let mut stops = JoinSet::new();
+        let mut names = Vec::new();
+        for (n, slot) in removed {
+            names.push(n.clone());
+            if let MapSlot::Running(entry) = slot {
+                stops.spawn(async move {
+                    if let Err(e) = teardown::stop_vm(&entry.vm, Duration::from_secs(5)).await {
+                        log::warn!("stopping {n}: {e}");
+                    }
+                });
+            }
+        }
+        while stops.join_next().await.is_some() {}
         Ok(names)
     }
 }

@@ -83,6 +83,19 @@ pub(crate) fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// When `pid` started (clock ticks after boot, `/proc/<pid>/stat` field 22),
+/// `None` when it does not exist or is a zombie. A pid and its start time
+/// name one process: a reused pid has another start time.
+pub(crate) fn pid_start_time(pid: u32) -> Option<u64> {
+    if !pid_alive(pid) {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name: state is field 3, starttime field 22.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
 /// The argument vector of `pid`, from `/proc/<pid>/cmdline`.
 fn cmdline(pid: u32) -> Option<Vec<Vec<u8>>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -246,6 +259,15 @@ mod tests {
             Path::new("/run/a,b/vm-1")
         ));
         assert!(!cmdline_matches(&[], "qemu", Path::new("/x")));
+    }
+
+    #[test]
+    fn start_times_name_one_process() {
+        let me = std::process::id();
+        let t = pid_start_time(me).unwrap();
+        assert_eq!(pid_start_time(me), Some(t));
+        assert_eq!(pid_start_time(0), None);
+        assert_eq!(pid_start_time(u32::MAX), None);
     }
 
     #[test]

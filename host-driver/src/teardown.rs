@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use crate::launch::RunningVm;
 use crate::process::{process_matches, send_signal, wait_gone};
+use crate::qmp::Qmp;
 
 /// Program-name hint for QEMU in `/proc/<pid>/cmdline`.
 const QEMU_HINT: &str = "qemu";
@@ -128,29 +127,16 @@ fn remove_run_dir(dir: &Path) -> Result<(), TeardownError> {
 
 /// Sends `qmp_capabilities` then `quit` over the QMP socket.
 async fn qmp_quit(socket: &Path) -> io::Result<()> {
-    let stream = UnixStream::connect(socket).await?;
-    let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let greeting = lines.next_line().await?.unwrap_or_default();
-    if !greeting.contains("QMP") {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("not a QMP greeting: {greeting:?}"),
-        ));
-    }
-    write
-        .write_all(b"{\"execute\":\"qmp_capabilities\"}\n")
-        .await?;
-    lines.next_line().await?;
-    write.write_all(b"{\"execute\":\"quit\"}\n").await?;
+    let mut qmp = Qmp::connect(socket).await?;
     // QEMU answers {"return": {}} and closes; either is fine.
-    let _ = lines.next_line().await;
+    let _ = qmp.execute("quit").await;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio::net::UnixListener;
 
     #[test]

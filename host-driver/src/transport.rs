@@ -11,6 +11,9 @@
 //!   Unix socket. The host connects to it, writes `CONNECT <port>\n`, reads
 //!   `OK <hostport>\n` and then speaks to the guest port on the same stream
 //!   (the Firecracker "hybrid vsock" convention).
+//!
+//! Neither says who is at the other end: the client trusts a stream only
+//! after the guest proved it knows the VM's ticket (`client_conn.rs`).
 
 use std::fmt;
 use std::io;

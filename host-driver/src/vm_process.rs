@@ -7,11 +7,11 @@
 //! [`HelperRequest`] on stdin, checks it, builds the per-VM initramfs and
 //! execs QEMU in its own place, so the pid spawned here is QEMU's.
 
-use std::cell::RefCell;
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -341,10 +341,12 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
     }
 }
 
-/// Polls the daemon (liveness, then an authenticated status) with a growing
-/// pause, while watching QEMU and the sidecar for an early exit. With a
-/// `ready` signal (vhost-user), the first probe waits for it: see
-/// [`crate::guest_ready`].
+/// Once QEMU answers on QMP (its devices, the vsock CID included, are set
+/// up) and, with a `ready` signal (vhost-user), once the guest has sent it
+/// (see [`crate::guest_ready`]), polls the daemon (liveness, then an
+/// authenticated status; each connection begins with the guest's ticket
+/// proof) with a growing pause, while watching QEMU and the sidecar for an
+/// early exit.
 async fn wait_ready(
     plan: &LaunchPlan<'_>,
     addr: &VsockAddr,
@@ -353,10 +355,17 @@ async fn wait_ready(
     sidecar: Option<&mut Child>,
 ) -> Result<(), NotReady> {
     let deadline = Instant::now() + plan.ready_timeout;
-    let last_error = RefCell::new(String::from(match ready {
+    // A Mutex (not a RefCell) keeps the start future Send, so that it can run
+    // on a spawned task.
+    let last_error = Mutex::new(String::from(match ready {
         Some(_) => "the guest never signalled that its vsock is up",
         None => "no answer yet",
     }));
+    let note = |e: &ClientError| {
+        if let Ok(mut last) = last_error.lock() {
+            *last = crate::client::error_chain(e);
+        }
+    };
     let exited = async {
         match sidecar {
             Some(s) => tokio::select! {
@@ -367,11 +376,16 @@ async fn wait_ready(
         }
     };
     let probing = async {
+        // Not before QEMU holds the vsock CID (see crate::qmp): until then a
+        // kernel vsock connection would reach whichever VM has it now.
+        crate::qmp::answered(&plan.run_dir.join(QMP_SOCKET)).await;
         if let Some(ready) = ready {
             if let Err(e) = ready.wait().await {
                 log::warn!("waiting for the guest's ready signal: {e}; probing anyway");
             }
-            *last_error.borrow_mut() = String::from("no answer yet");
+            if let Ok(mut last) = last_error.lock() {
+                *last = String::from("no answer yet");
+            }
         }
         let mut delay = PROBE_DELAY_FIRST;
         loop {
@@ -387,12 +401,17 @@ async fn wait_ready(
                     Err(
                         e @ (ClientError::Daemon { .. }
                         | ClientError::ApiVersion { .. }
+                        | ClientError::NoProof { .. }
                         | ClientError::TicketRejected { .. }),
                     ) => return Err(NotReady::Refused(e)),
-                    Err(e) => *last_error.borrow_mut() = crate::client::error_chain(&e),
+                    Err(e) => note(&e),
                 },
-                Err(e @ ClientError::ApiVersion { .. }) => return Err(NotReady::Refused(e)),
-                Err(e) => *last_error.borrow_mut() = crate::client::error_chain(&e),
+                // A guest that answered but cannot prove the ticket would not
+                // learn it by waiting.
+                Err(e @ (ClientError::ApiVersion { .. } | ClientError::NoProof { .. })) => {
+                    return Err(NotReady::Refused(e))
+                }
+                Err(e) => note(&e),
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 3 / 2).min(PROBE_DELAY_MAX);
@@ -402,7 +421,7 @@ async fn wait_ready(
         why = exited => Err(why),
         r = probing => r,
         _ = tokio::time::sleep_until(deadline) => {
-            Err(NotReady::Timeout(last_error.borrow().clone()))
+            Err(NotReady::Timeout(last_error.lock().map(|l| l.clone()).unwrap_or_default()))
         }
     }
 }
@@ -475,6 +494,66 @@ mod tests {
         assert!(!is_cid_in_use(
             "qemu-system-x86_64: failed to set MSR 0x10a"
         ));
+    }
+
+    /// The daemon is not connected to before QEMU answered on QMP (for
+    /// kernel vsock: before its CID is this VM's).
+    #[tokio::test]
+    async fn no_probe_before_qemu_answers() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path();
+        let qmp_ready = Arc::new(AtomicBool::new(false));
+        crate::qmp::tests::slow_qemu(
+            &run_dir.join(QMP_SOCKET),
+            Duration::from_millis(300),
+            qmp_ready.clone(),
+        );
+        // The guest side: notes whether QMP had answered at the first connection.
+        let vsock = run_dir.join(HYBRID_SOCKET);
+        let listener = tokio::net::UnixListener::bind(&vsock).unwrap();
+        let first = tokio::spawn({
+            let qmp_ready = qmp_ready.clone();
+            async move {
+                let _conn = listener.accept().await.unwrap();
+                qmp_ready.load(Ordering::SeqCst)
+            }
+        });
+        let mut qemu = tokio::process::Command::new("sleep")
+            .arg("30")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let plan = LaunchPlan {
+            helper: Path::new("/nonexistent/helper"),
+            qemu_binary: Path::new("/nonexistent/qemu"),
+            run_dir,
+            accel: Accel::Tcg,
+            transport: TransportPlan::Kernel { cid: 4096 },
+            kernel: Path::new("/nonexistent/vmlinux"),
+            initramfs: Path::new("/nonexistent/initramfs.img"),
+            disks: &[],
+            memory_mib: 256,
+            cpus: 1,
+            port: 1024,
+            ticket: "0123456789abcdef0123456789abcdef",
+            ready_timeout: Duration::from_secs(1),
+            timeouts: LaunchTimeouts::default(),
+        };
+        let addr = VsockAddr::HybridUnix {
+            path: vsock,
+            port: 1024,
+        };
+        let r = wait_ready(&plan, &addr, None, &mut qemu, None).await;
+        assert!(matches!(r, Err(NotReady::Timeout(_))));
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), first)
+                .await
+                .expect("the daemon was never probed")
+                .unwrap(),
+            "the daemon was probed before QEMU answered on QMP"
+        );
     }
 
     #[test]

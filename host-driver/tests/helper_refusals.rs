@@ -1,7 +1,8 @@
 //! `file-restore-helper` refuses what it must, run as an unprivileged user
 //! with and without the setuid bit: an image that user cannot read, unknown
-//! fields, forged kernels and QEMU binaries, a foreign run directory; kernel
-//! vsock goes in as a descriptor; a refusal reaches `start_vm` as a clear
+//! fields, forged kernels and QEMU binaries, a foreign run directory, a
+//! kernel vsock CID of another user's block; kernel vsock goes in as a
+//! descriptor; a refusal reaches `start_vm` as a clear
 //! error.
 //!
 //! Needs root (to create the user `fr-test-user` and a setuid copy of the
@@ -202,7 +203,8 @@ fn kernel_vsock_is_passed_as_a_descriptor() {
     req.console_log = run_dir.join("console.log");
     req.qmp_socket = run_dir.join("qmp.sock");
     req.run_dir = run_dir;
-    req.transport = TransportRequest::Kernel { cid: 4242 };
+    // A CID of root's own block (the helper refuses others: see below).
+    req.transport = TransportRequest::Kernel { cid: 4100 };
     let mut child = Command::new(HELPER)
         .arg("--print-command")
         .stdin(Stdio::piped())
@@ -217,7 +219,7 @@ fn kernel_vsock_is_passed_as_a_descriptor() {
         assert!(out.status.success(), "{}", stderr(&out));
         let args = String::from_utf8_lossy(&out.stdout);
         assert!(
-            args.contains("vhost-vsock-device,guest-cid=4242,vhostfd="),
+            args.contains("vhost-vsock-device,guest-cid=4100,vhostfd="),
             "{args}"
         );
     } else {
@@ -227,6 +229,56 @@ fn kernel_vsock_is_passed_as_a_descriptor() {
             err.contains("cannot open /dev/vhost-vsock") && err.contains("--transport vhost-user"),
             "{err}"
         );
+    }
+}
+
+/// A user may ask for kernel vsock CIDs of their own block only: a CID of
+/// root's block (or any other user's) is refused, plain and setuid, before
+/// `/dev/vhost-vsock` is opened; the user's own CID gets past that check.
+#[test]
+fn cids_of_another_users_block_are_refused() {
+    use file_restore::helper_protocol::cids::cid_range;
+    let Some(user) = test_user() else { return };
+    let fx = fixture(user);
+    let kernel = fx.dir.path().join("vmlinux");
+    let initramfs = fx.dir.path().join("initramfs.img");
+    std::fs::write(&kernel, b"k").unwrap();
+    std::fs::write(&initramfs, b"i").unwrap();
+    let mut req = request(&fx, &kernel, &initramfs, &fx.image);
+    let own = cid_range(user.uid).expect("the test user has a block");
+    let roots = cid_range(0).unwrap();
+    let setuid = setuid_helper(fx.dir.path());
+    for helper in std::iter::once(Path::new(HELPER)).chain(setuid.as_deref()) {
+        req.transport = TransportRequest::Kernel {
+            cid: *roots.start(),
+        };
+        let out = run_helper(
+            user,
+            helper,
+            &serde_json::to_string(&req).unwrap(),
+            &["--print-command"],
+        );
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(EXIT_REFUSED.into()), "{err}");
+        assert!(
+            err.contains(&format!(
+                "CID {} is not in uid {}'s block {}..={}",
+                roots.start(),
+                user.uid,
+                own.start(),
+                own.end()
+            )),
+            "{err}"
+        );
+        // Its own CID passes this check (then needs the device).
+        req.transport = TransportRequest::Kernel { cid: *own.end() };
+        let out = run_helper(
+            user,
+            helper,
+            &serde_json::to_string(&req).unwrap(),
+            &["--print-command"],
+        );
+        assert!(!stderr(&out).contains("transport.cid"), "{}", stderr(&out));
     }
 }
 

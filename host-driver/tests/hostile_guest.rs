@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{guest_kernel, have, initramfs_with_init};
+use common::{fake_guest_source, guest_kernel, have, initramfs_with_init};
 
 /// The CLI may use at most this much memory on any hostile stream.
 const MAX_RSS_KIB: i64 = 200 * 1024;
@@ -50,7 +50,7 @@ impl Guest {
         }
         let kernel = guest_kernel()?;
         let dir = tempfile::tempdir().unwrap();
-        let initramfs = initramfs_with_init(dir.path(), include_str!("fake_guest/hostile.c"), &[]);
+        let initramfs = initramfs_with_init(dir.path(), &fake_guest_source("hostile"), &[]);
         let disk = dir.path().join("disk.raw");
         // A real (empty) filesystem, so the CLI's sanity check lets it through.
         std::fs::write(&disk, vec![0u8; 4 << 20]).unwrap();

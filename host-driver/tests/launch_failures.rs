@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{guest_kernel, have, initramfs_with_init, processes_mentioning};
+use common::{fake_guest_source, guest_kernel, have, initramfs_with_init, processes_mentioning};
 use file_restore::{
     start_vm, Accel, AccelPreference, ImageSpec, LaunchError, LaunchOptions, TransportPreference,
 };
@@ -283,7 +283,7 @@ async fn guest_without_ready_signal_is_never_probed() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let init = include_str!("fake_guest/init.c").replace(".svm_port = 1025", ".svm_port = 1026");
+    let init = fake_guest_source("init").replace(".svm_port = 1025", ".svm_port = 1026");
     let initrd = initramfs_with_init(dir.path(), &init, &[]);
     let base = dir.path().join("run");
     let mut opts = LaunchOptions::new(&kernel, &initrd, vec![raw_disk(dir.path())], &base);

@@ -7,6 +7,7 @@ use crate::listing;
 use crate::state::State;
 use crate::vpath::{self, VPath};
 use bytes::Bytes;
+use file_restore_wire::proof::{self, Hello};
 use file_restore_wire::{decode_path, endpoint, ErrorBody, ExtractFormat, Status, API_VERSION};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
@@ -161,6 +162,26 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
             "missing or invalid ticket: send 'Authorization: FileRestoreTicket <ticket>'",
         )
     };
+    if endpoint == endpoint::HELLO {
+        // Open to anyone: the proof gives out an HMAC of the caller's nonce,
+        // never the ticket, and the host needs it before it sends the ticket.
+        expect(Method::GET)?;
+        let nonce = param(&q, "nonce")
+            .and_then(proof::parse_nonce)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{endpoint} needs nonce=<{} hex digits>",
+                    2 * proof::NONCE_LEN
+                ))
+            })?;
+        return Ok(json(
+            StatusCode::OK,
+            &Hello {
+                api_version: API_VERSION,
+                proof: proof::to_hex(&proof::proof(&state.ticket, &nonce)),
+            },
+        ));
+    }
     if endpoint == endpoint::STATUS {
         expect(Method::GET)?;
         return match auth {

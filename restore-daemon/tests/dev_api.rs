@@ -374,6 +374,33 @@ fn auth_is_required() {
     assert_eq!(v["scan"], "done");
 }
 
+/// The proof of the ticket (the host asks for it before it sends the
+/// ticket): the HMAC of the host's nonce, without a ticket in the request,
+/// and a clear 400 for a missing or malformed nonce.
+#[test]
+fn hello_proves_the_ticket_for_the_callers_nonce() {
+    use file_restore_wire::proof;
+    let (_tmp, d, _src) = setup(600);
+    for nonce in [[0u8; proof::NONCE_LEN], [0xa5; proof::NONCE_LEN]] {
+        let (code, body) = d.curl(&format!("/api/hello?nonce={}", proof::to_hex(&nonce)), &[]);
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        let hello: proof::Hello = serde_json::from_slice(&body).unwrap();
+        assert_eq!(hello.api_version, file_restore_wire::API_VERSION);
+        assert!(proof::verify(TICKET, &nonce, &hello.proof), "{hello:?}");
+        assert!(!proof::verify(
+            "another-ticket-0123456789",
+            &nonce,
+            &hello.proof
+        ));
+    }
+    for bad in ["/api/hello", "/api/hello?nonce=abc", "/api/hello?nonce=zz"] {
+        let (code, body) = d.curl(bad, &[]);
+        assert_eq!(code, 400, "{bad}");
+        assert!(error_of(&body).contains("nonce=<64 hex digits>"), "{bad}");
+    }
+    assert_eq!(d.curl("/api/hello?nonce=00", &["-X", "POST"]).0, 405);
+}
+
 fn unpack_and_compare(archive: &[u8], kind: &str, src: &Path, top: &str) {
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join(format!("archive.{kind}"));

@@ -1,14 +1,17 @@
 //! The contract between the restore daemon (inside the VM) and the host driver.
 //!
 //! Everything both sides must agree on lives here and nowhere else: the API
-//! paths, the authorization scheme, the JSON shapes of entries and status, and
-//! how paths are carried (base64 of raw bytes, because file names on a disk
-//! image need not be UTF-8). This crate has no OS code on purpose, so that it
-//! builds anywhere and stays small.
+//! paths, the authorization scheme, the guest's proof that it knows the ticket
+//! ([`proof`], one computation for both sides), the JSON shapes of entries and
+//! status, and how paths are carried (base64 of raw bytes, because file names
+//! on a disk image need not be UTF-8). This crate has no OS code on purpose,
+//! so that it builds anywhere and stays small.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
+
+pub mod proof;
 
 /// Version of the HTTP API. The host refuses a daemon that reports another one.
 pub const API_VERSION: u32 = 1;
@@ -33,6 +36,9 @@ pub const MAX_CONCURRENT_EXTRACTS: usize = 8;
 
 /// API endpoint paths.
 pub mod endpoint {
+    /// `GET ?nonce=<hex>` (no ticket): the guest's proof that it knows the
+    /// ticket ([`crate::proof`]); the host asks for it first on every connection.
+    pub const HELLO: &str = "/api/hello";
     /// `GET`: uptime, idle time left, disks, scan state (liveness only without a ticket).
     pub const STATUS: &str = "/api/status";
     /// `GET ?path=<base64>`: the entries below a path.

@@ -3,8 +3,9 @@
 //! The only file-restore binary that may be installed setuid root (kernel
 //! vsock needs `/dev/vhost-vsock`, root-only on most hosts). It reads one
 //! JSON request on stdin (see `file_restore::helper_protocol`), validates
-//! it, opens `/dev/vhost-vsock` if the request asks for kernel vsock (the
-//! one privileged step), drops to the invoking user's real uid/gid for good,
+//! it (a kernel vsock CID must be in the caller's own block), opens
+//! `/dev/vhost-vsock` if the request asks for kernel vsock (the one
+//! privileged step), drops to the invoking user's real uid/gid for good,
 //! checks the run directory and disks as that user, builds the per-VM
 //! initramfs and execs QEMU in its place (so QEMU keeps the helper's pid)
 //! with a scrubbed environment. Without setuid it does the same with the
@@ -88,6 +89,9 @@ fn run(print_only: bool) -> anyhow::Result<()> {
     let user = checks::invoking_user()?;
     let req = read_request(io::stdin().lock())?;
     req.validate()?;
+    // A kernel vsock CID from the caller's own block only, so that no user
+    // can take the CIDs another user's VMs are started with.
+    req.check_cid_for(user.uid)?;
     // Before the helper opens anything itself: a disk descriptor must be
     // one the caller passed, never one of ours.
     for fd in req.inherited_fds() {

@@ -254,6 +254,45 @@ fn descriptors_tickets_cids_and_uris() {
     }
 }
 
+/// A kernel vsock CID is accepted only from the caller's own block; other
+/// transports need none.
+#[test]
+fn kernel_cids_only_from_the_callers_block() {
+    let mut r = request();
+    r.check_cid_for(1000).unwrap();
+    r.check_cid_for(u32::MAX).unwrap();
+    for (uid, cid, ok) in [
+        (1000, 20096, true),
+        (1000, 20111, true),
+        (1000, 20112, false),
+        (1000, 20095, false),
+        (1001, 20096, false),
+        (0, 4096, true),
+        (0, 3, false),
+    ] {
+        r.transport = TransportRequest::Kernel { cid };
+        r.validate().unwrap();
+        match r.check_cid_for(uid) {
+            Ok(()) => assert!(ok, "uid {uid} cid {cid} accepted"),
+            Err(e) => {
+                assert!(!ok && e.is_refusal(), "uid {uid} cid {cid}: {e}");
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(&format!("CID {cid} is not in uid {uid}'s block")),
+                    "{msg}"
+                );
+            }
+        }
+    }
+    r.transport = TransportRequest::Kernel { cid: 4096 };
+    let e = r.check_cid_for(cids::MAX_UID + 1).unwrap_err();
+    assert!(e.is_refusal());
+    assert!(
+        e.to_string().contains("has no kernel vsock CID block"),
+        "{e}"
+    );
+}
+
 #[test]
 fn command_line_comes_from_vm_config() {
     let mut r = request();

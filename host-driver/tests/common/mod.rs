@@ -51,6 +51,17 @@ pub fn guest_kernel() -> Option<PathBuf> {
     None
 }
 
+/// The C source of a stand-in guest (`fake_guest/<name>.c`) with the ticket
+/// proof (`fake_guest/proof.c`) in front of it.
+pub fn fake_guest_source(name: &str) -> String {
+    let own = match name {
+        "init" => include_str!("../fake_guest/init.c"),
+        "hostile" => include_str!("../fake_guest/hostile.c"),
+        other => panic!("no stand-in guest {other}"),
+    };
+    format!("{}\n{own}", include_str!("../fake_guest/proof.c"))
+}
+
 /// Builds an initramfs whose `/init` is `c_source` compiled statically,
 /// plus `extra` files (guest path relative to `/`, host source).
 pub fn initramfs_with_init(dir: &Path, c_source: &str, extra: &[(&str, &Path)]) -> PathBuf {

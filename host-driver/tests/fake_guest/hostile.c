@@ -1,8 +1,9 @@
 /* A hostile guest for tests/hostile_guest.rs: what a guest whose kernel a
  * crafted filesystem owns could send. Runs as /init on the project's guest
  * kernel, reads /ticket, signals readiness on host port 1025 like the real
- * daemon, and answers HTTP on vsock port 1024, one forked process per
- * connection. Status is well-formed (so the host uses the VM); list and
+ * daemon, proves it knows the ticket (GET /api/hello, proof.c) and answers
+ * HTTP on vsock port 1024, one forked process per connection. Compiled after
+ * proof.c (common::fake_guest_source). Status is well-formed (so the host uses the VM); list and
  * extract misbehave according to the last component of the requested path:
  *
  *   list    .../names       entries whose names and link target hold
@@ -30,6 +31,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+static char ticket_value[128];
 static char ticket_header[256];
 
 static void put(int c, const void *p, size_t n) {
@@ -170,15 +172,45 @@ static void flood(void) {
     }
 }
 
+/* Reads one request head into req (keeping what follows it); 0 at the end. */
+static int read_head(int c, char *req, size_t cap, size_t *len) {
+    char *end;
+    while (!(end = strstr(req, "\r\n\r\n"))) {
+        if (*len >= cap - 1)
+            return 0;
+        ssize_t n = read(c, req + *len, cap - 1 - *len);
+        if (n <= 0)
+            return 0;
+        *len += (size_t)n;
+    }
+    return (int)(end + 4 - req);
+}
+
 static void serve(int c) {
     char req[8192] = {0};
     size_t len = 0;
-    while (len < sizeof req - 1 && !strstr(req, "\r\n\r\n")) {
-        ssize_t n = read(c, req + len, sizeof req - 1 - len);
-        if (n <= 0)
+    int used;
+    /* The ticket proof comes first on every connection, answered honestly:
+     * this guest is hostile, not ignorant of the ticket. */
+    while ((used = read_head(c, req, sizeof req, &len)) > 0 &&
+           !strncmp(req, "GET /api/hello", 14)) {
+        char proof[65], body[160], head[256];
+        req[used - 1] = 0;
+        if (!proof_hex(req, ticket_value, proof))
             _exit(0);
-        len += (size_t)n;
+        snprintf(body, sizeof body, "{\"api_version\":1,\"proof\":\"%s\"}", proof);
+        int n = snprintf(head, sizeof head,
+                         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\n\r\n",
+                         strlen(body));
+        put(c, head, (size_t)n);
+        put(c, body, strlen(body));
+        memmove(req, req + used, len - (size_t)used);
+        len -= (size_t)used;
+        memset(req + len, 0, sizeof req - len);
     }
+    if (used <= 0)
+        _exit(0);
     const char *h = strcasestr(req, "\r\nAuthorization: ");
     int authed = h && !strncmp(h + 17, ticket_header, strlen(ticket_header));
     if (!strncmp(req, "GET /api/status", 15)) {
@@ -278,11 +310,10 @@ static void serve(int c) {
 }
 
 int main(void) {
-    char ticket[128] = {0};
     int tf = open("/ticket", O_RDONLY);
-    if (tf < 0 || read(tf, ticket, sizeof ticket - 1) <= 0)
+    if (tf < 0 || read(tf, ticket_value, sizeof ticket_value - 1) <= 0)
         perror("/ticket");
-    snprintf(ticket_header, sizeof ticket_header, "FileRestoreTicket %s\r\n", ticket);
+    snprintf(ticket_header, sizeof ticket_header, "FileRestoreTicket %s\r\n", ticket_value);
     signal(SIGCHLD, SIG_IGN);
     signal(SIGPIPE, SIG_IGN);
 
