@@ -14,9 +14,6 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Installed location of the boot files (`make install`).
-pub const INSTALL_DIR: &str = "/usr/local/lib/file-restore";
-
 /// How long to wait for the VM map lock: longer than a slow TCG boot,
 /// because the holder may be starting the very VM we want.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(180);
@@ -69,8 +66,9 @@ pub struct BootFiles {
 }
 
 /// Finds the boot files: explicit paths, then `FILE_RESTORE_KERNEL` /
-/// `FILE_RESTORE_INITRAMFS`, then the install location, then the build
-/// output of the repository the running binary was built in.
+/// `FILE_RESTORE_INITRAMFS`, then the install directories
+/// ([`crate::install::install_dirs`]), then the build output of the
+/// repository the running binary was built in.
 pub fn locate_boot_files(
     kernel: Option<PathBuf>,
     initramfs: Option<PathBuf>,
@@ -80,7 +78,7 @@ pub fn locate_boot_files(
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    let mut candidates: Vec<PathBuf> = vec![PathBuf::from(INSTALL_DIR)];
+    let mut candidates: Vec<PathBuf> = crate::install::install_dirs();
     if let Ok(exe) = std::env::current_exe() {
         // target/{release,debug}/file-restore -> <repo>/build
         if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
