@@ -179,7 +179,7 @@ fn run(opts: &Options, printer: &Printer, start: Instant) -> Result<bool> {
         .context("cannot make the runtime dir")?;
     let work = tempfile::Builder::new()
         .prefix("e2e-work-")
-        .tempdir_in(repo.join("target"))
+        .tempdir_in(target_dir(&repo))
         .context("cannot make the scratch dir")?;
     let ctx = Ctx {
         repo: repo.clone(),
