@@ -97,6 +97,14 @@ pub fn locate_boot_files(
             candidates.push(repo.join("build"));
         }
     }
+    // The source tree this binary was compiled from, for a target directory
+    // outside it (CARGO_TARGET_DIR).
+    if let Some(repo) = Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
+        let build = repo.join("build");
+        if !candidates.contains(&build) {
+            candidates.push(build);
+        }
+    }
     let from_dirs = |which: &str| -> Option<PathBuf> {
         let names: &[&str] = if which == "kernel" {
             &[
