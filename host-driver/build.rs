@@ -1,9 +1,9 @@
 //! Records the git commit the binaries are built from, for
 //! `file-restore --version`: `FILE_RESTORE_COMMIT_SUFFIX` is ` (abc1234)`,
 //! ` (abc1234-dirty)` with uncommitted changes to tracked files, or empty
-//! outside a git work tree (a release tarball) or without git. The
-//! environment variable `FILE_RESTORE_COMMIT` (e.g. set by a packager)
-//! takes precedence.
+//! outside a git work tree of this repository (a release tarball) or
+//! without git. The environment variable `FILE_RESTORE_COMMIT` (e.g. set by
+//! a packager) takes precedence.
 
 use std::path::Path;
 use std::process::Command;
@@ -28,6 +28,9 @@ fn main() {
         .ok()
         .filter(|c| !c.is_empty())
         .or_else(|| {
+            // Only a work tree that tracks this file is ours (a tarball
+            // unpacked inside some other repository is not).
+            git(&["ls-files", "--full-name", "build.rs"])?;
             for p in ["HEAD", "index", "packed-refs"] {
                 if let Some(path) = git(&["rev-parse", "--git-path", p]) {
                     if Path::new(&path).exists() {
