@@ -5,8 +5,11 @@ CARGO        ?= cargo
 BUILD        := build
 GUEST_TARGET := x86_64-unknown-linux-gnu
 PREFIX       ?= /usr/local
+# Where cargo builds (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
+REL          := $(TARGET_DIR)/release
 
-.PHONY: all deps build guest kernel initramfs install bench soak lint test unit-test demo install clean
+.PHONY: all deps build guest kernel initramfs docs install bench soak lint test unit-test demo clean deb deb-test
 
 all: build
 
@@ -19,7 +22,7 @@ deps:
 guest:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p restore-daemon --target $(GUEST_TARGET)
 	@mkdir -p $(BUILD)
-	install -s -m 0755 target/$(GUEST_TARGET)/release/restore-daemon $(BUILD)/restore-daemon
+	install -s -m 0755 $(TARGET_DIR)/$(GUEST_TARGET)/release/restore-daemon $(BUILD)/restore-daemon
 
 # The guest kernel (kernel/file-restore.config on tinyconfig, from Debian's
 # linux-source package): built once per (source version, fragment + patches)
@@ -31,21 +34,52 @@ kernel:
 # The initramfs (static daemon + config) next to the kernel, and boot.json.
 initramfs: guest kernel
 	$(CARGO) build --release -p file-restore-initramfs
-	target/release/file-restore-mkinitramfs --daemon $(BUILD)/restore-daemon --kernel $(BUILD)/vmlinux --out $(BUILD)
+	$(REL)/file-restore-mkinitramfs --daemon $(BUILD)/restore-daemon --kernel $(BUILD)/vmlinux --out $(BUILD)
 
 build: initramfs
 	$(CARGO) build --release --workspace
+	@$(MAKE) --no-print-directory docs
 
-# Installs the CLI, the helper and the boot files (root-owned: a setuid
-# helper accepts only root-controlled boot files). The CLI finds them in
+# Man pages (build/man/file-restore.1 and one per subcommand, clap_mangen) and
+# shell completions (build/completions/), both generated from the CLI's clap
+# definition.
+docs:
+	@mkdir -p $(BUILD)/man $(BUILD)/completions
+	$(REL)/file-restore-man $(BUILD)/man >/dev/null
+	$(REL)/file-restore completions bash > $(BUILD)/completions/file-restore.bash
+	$(REL)/file-restore completions zsh > $(BUILD)/completions/_file-restore
+	$(REL)/file-restore completions fish > $(BUILD)/completions/file-restore.fish
+
+# Installs the CLI, the helper, the boot files (root-owned: a setuid helper
+# accepts only root-controlled boot files), vhost-device-vsock when it is found,
+# the man pages and the completions. The CLI finds its files in
 # $(PREFIX)/lib/file-restore. `chmod 4755` on the helper enables kernel vsock
 # for ordinary users where /dev/vhost-vsock exists; it works without.
+VHOST_DEVICE_VSOCK ?= $(or $(shell command -v vhost-device-vsock),$(wildcard $(or $(CARGO_HOME),$(HOME)/.cargo)/bin/vhost-device-vsock))
 install: build
-	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/file-restore
-	install -m 0755 target/release/file-restore $(DESTDIR)$(PREFIX)/bin/file-restore
-	install -m 0755 target/release/file-restore-helper $(DESTDIR)$(PREFIX)/lib/file-restore/file-restore-helper
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/file-restore $(DESTDIR)$(PREFIX)/share/man/man1 \
+	    $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions \
+	    $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	install -m 0755 $(REL)/file-restore $(DESTDIR)$(PREFIX)/bin/file-restore
+	install -m 0755 $(REL)/file-restore-helper $(DESTDIR)$(PREFIX)/lib/file-restore/file-restore-helper
 	install -m 0644 $(BUILD)/initramfs.img $(DESTDIR)$(PREFIX)/lib/file-restore/initramfs.img
 	install -m 0644 $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinux
+	$(if $(VHOST_DEVICE_VSOCK),install -m 0755 $(VHOST_DEVICE_VSOCK) $(DESTDIR)$(PREFIX)/lib/file-restore/vhost-device-vsock,@echo "install: vhost-device-vsock not found; kernel vsock only unless it is on PATH")
+	install -m 0644 $(BUILD)/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -m 0644 $(BUILD)/completions/file-restore.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/file-restore
+	install -m 0644 $(BUILD)/completions/_file-restore $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_file-restore
+	install -m 0644 $(BUILD)/completions/file-restore.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/file-restore.fish
+
+# build/file-restore_<version>_amd64.deb (dpkg-deb, debian/control.in); see
+# scripts/mkdeb.sh for its contents.
+deb: build
+	VHOST_DEVICE_VSOCK=$(VHOST_DEVICE_VSOCK) bash scripts/mkdeb.sh $(BUILD) $(REL)
+
+# Installs the .deb into a clean Debian 12 root (debootstrap, cached) with apt and
+# runs `file-restore list` on a demo image in it (a VM under TCG). Needs root and
+# network; minutes the first time. Not part of `make test`.
+deb-test: deb
+	bash scripts/deb-test.sh $(BUILD)/file-restore_$$($(REL)/file-restore --version | awk '{print $$2}')_amd64.deb
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -140,7 +140,8 @@ pub struct LaunchOptions {
     pub qemu_binary: PathBuf,
     /// `file-restore-helper`; `None`: [`helper_protocol::locate_helper`].
     pub helper_binary: Option<PathBuf>,
-    /// vhost-user vsock sidecar binary (looked up on `$PATH` without a `/`).
+    /// vhost-user vsock sidecar binary (without a `/`: looked up on `$PATH`,
+    /// then in the install directories).
     pub vhost_user_binary: PathBuf,
     /// The daemon's vsock port.
     pub port: u32,
@@ -500,11 +501,24 @@ fn open_rw(path: &str) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).open(path)
 }
 
+/// The vhost-user sidecar: a path as is; a bare name on `$PATH`, else in
+/// the install directories (the Debian package ships it in
+/// `/usr/lib/file-restore`).
+fn find_sidecar(binary: &Path) -> Option<PathBuf> {
+    find_program(binary).or_else(|| {
+        let name = binary.to_str().filter(|n| !n.contains('/'))?;
+        crate::install::find_installed(name)
+    })
+}
+
 fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTransport, LaunchError> {
     let sidecar = || {
-        find_program(&opts.vhost_user_binary).ok_or_else(|| LaunchError::MissingProgram {
+        find_sidecar(&opts.vhost_user_binary).ok_or_else(|| LaunchError::MissingProgram {
             program: opts.vhost_user_binary.clone(),
-            hint: format!(" on PATH; install it with `{VHOST_USER_INSTALL_HINT}`"),
+            hint: format!(
+                " on PATH nor in {}; install it with `{VHOST_USER_INSTALL_HINT}`",
+                crate::install::INSTALL_DIRS.join(" or ")
+            ),
         })
     };
     // The helper opens /dev/vhost-vsock: it is usable when we can open it,

@@ -75,7 +75,7 @@ pub enum LaunchError {
         hint: String,
     },
     /// No vsock transport is usable.
-    #[error("no vsock transport: /dev/vhost-vsock is not usable ({vhost_vsock_error}) and {VHOST_USER_BINARY} is not on PATH; install it with `{VHOST_USER_INSTALL_HINT}`")]
+    #[error("no vsock transport: /dev/vhost-vsock is not usable ({vhost_vsock_error}) and {VHOST_USER_BINARY} is not on PATH nor in /usr/local/lib/file-restore or /usr/lib/file-restore; install it with `{VHOST_USER_INSTALL_HINT}`")]
     NoTransport {
         /// Why `/dev/vhost-vsock` did not open.
         vhost_vsock_error: String,

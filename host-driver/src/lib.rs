@@ -31,6 +31,7 @@ pub use qemu::Accel;
 pub use teardown::{is_alive, stop_vm, TeardownError};
 pub use transport::{connect, TransportError, VsockAddr, VsockStream};
 pub mod cli_io;
+pub mod install;
 pub mod manager;
 pub mod progress;
 pub mod source;

@@ -24,8 +24,9 @@ use tokio::task::JoinSet;
 mod slot;
 pub use slot::{MapSlot, Reservation};
 
-/// Installed location of the boot files (`make install`).
-pub const INSTALL_DIR: &str = "/usr/local/lib/file-restore";
+#[path = "manager_source.rs"]
+mod by_source;
+use by_source::{names_for_source, source_label, source_text};
 
 /// How long to wait for the VM map lock. Holders only read and write the
 /// map (no VM boots, no guest is asked anything under it), so this is only
@@ -95,11 +96,23 @@ pub enum ManagerError {
         /// The VM's name.
         name: String,
     },
-    /// No VM of that name.
-    #[error("no running VM named '{name}'; running: {running}")]
+    /// No VM of that name, and the argument is no usable SOURCE either.
+    #[error("no running VM named '{name}', and '{name}' is no SOURCE ({why}); running: {running}")]
     NoSuchVm {
         /// The name asked for.
         name: String,
+        /// Why it is not a SOURCE either.
+        why: String,
+        /// The names that exist.
+        running: String,
+    },
+    /// A usable SOURCE, but no VM serves it.
+    #[error("no restore VM is running for SOURCE '{arg}' ({resolved}); running: {running}")]
+    NoVmForSource {
+        /// The argument as given.
+        arg: String,
+        /// What it resolved to (canonical path or URI).
+        resolved: String,
         /// The names that exist.
         running: String,
     },
@@ -127,8 +140,9 @@ pub struct BootFiles {
 }
 
 /// Finds the boot files: explicit paths, then `FILE_RESTORE_KERNEL` /
-/// `FILE_RESTORE_INITRAMFS`, then the install location, then the build
-/// output of the repository the running binary was built in.
+/// `FILE_RESTORE_INITRAMFS`, then the install directories
+/// ([`crate::install::install_dirs`]), then the build output of the
+/// repository the running binary was built in.
 pub fn locate_boot_files(
     kernel: Option<PathBuf>,
     initramfs: Option<PathBuf>,
@@ -138,11 +152,19 @@ pub fn locate_boot_files(
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    let mut candidates: Vec<PathBuf> = vec![PathBuf::from(INSTALL_DIR)];
+    let mut candidates: Vec<PathBuf> = crate::install::install_dirs();
     if let Ok(exe) = std::env::current_exe() {
         // target/{release,debug}/file-restore -> <repo>/build
         if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
             candidates.push(repo.join("build"));
+        }
+    }
+    // The source tree this binary was compiled from, for a target directory
+    // outside it (CARGO_TARGET_DIR).
+    if let Some(repo) = Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
+        let build = repo.join("build");
+        if !candidates.contains(&build) {
+            candidates.push(build);
         }
     }
     let from_dirs = |which: &str| -> Option<PathBuf> {
@@ -215,11 +237,17 @@ pub struct Manager {
     pub boot_timeout: Option<Duration>,
 }
 
-/// One line of `status`.
+/// One VM of `status` (its JSON is documented in docs/API.md; fields are
+/// only ever added).
 #[derive(Debug, Clone, Serialize)]
 pub struct VmReport {
     /// Map key.
     pub name: String,
+    /// A short readable name: the image's file name, the snapshot's
+    /// `<parent>/<directory>`, or the NBD URI.
+    pub label: String,
+    /// The SOURCE it serves: canonical path or NBD URI (`stop` takes it).
+    pub source: String,
     /// QEMU's pid.
     pub pid: u32,
     /// Transport address.
@@ -502,6 +530,8 @@ impl Manager {
             };
             out.push(VmReport {
                 name,
+                label: source_label(&entry.source),
+                source: source_text(&entry.source),
                 pid: entry.vm.pid,
                 addr: format!("{}", entry.vm.addr),
                 accel: entry.vm.accel.to_string(),
@@ -555,29 +585,19 @@ impl Manager {
         Ok(())
     }
 
-    /// Stops the named VMs (all with `None`); returns the names stopped. The
-    /// entries leave the map first (under the lock); the VMs are then
+    /// Stops VMs: with `None` all of them; with `Some(arg)` the VM of that
+    /// name, or, when no VM has that name, every VM serving `arg` read as a
+    /// SOURCE (resolved as `list` resolves it). Returns the names stopped.
+    /// The entries leave the map first (under the lock); the VMs are then
     /// stopped at once, without it. A VM being started is stopped by its
     /// starter, which finds its reservation gone.
-    pub async fn stop(&self, name: Option<&str>) -> Result<Vec<String>, ManagerError> {
+    pub async fn stop(&self, which: Option<&str>) -> Result<Vec<String>, ManagerError> {
         let removed: Vec<(String, MapSlot)> = {
             let mut map = self.lock().await?;
-            let names: Vec<String> = match name {
-                Some(n) => {
-                    if map.get(n).is_none() {
-                        let running = map.names();
-                        return Err(ManagerError::NoSuchVm {
-                            name: n.to_owned(),
-                            running: if running.is_empty() {
-                                "none".into()
-                            } else {
-                                running.join(", ")
-                            },
-                        });
-                    }
-                    vec![n.to_owned()]
-                }
+            let names: Vec<String> = match which {
                 None => map.names(),
+                Some(n) if map.get(n).is_some() => vec![n.to_owned()],
+                Some(arg) => names_for_source(&map, arg)?,
             };
             let removed = names
                 .into_iter()

@@ -2,6 +2,7 @@
 //! stderr is a terminal, nothing otherwise, so scripts and pipes see no noise.
 
 use std::io::{self, IsTerminal};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -9,11 +10,19 @@ const WITH_TOTAL: &str =
     "{msg} [{wide_bar}] {bytes}/{total_bytes} {binary_bytes_per_sec} {elapsed_precise}";
 const WITHOUT_TOTAL: &str = "{spinner} {msg} {bytes} {binary_bytes_per_sec} {elapsed_precise}";
 
-/// A byte progress bar on stderr when it is a terminal, else a hidden one
-/// (which still counts, but never draws). `total` is the expected size when
-/// known.
+/// Set by [`hide_all`].
+static HIDDEN: AtomicBool = AtomicBool::new(false);
+
+/// From now on every bar is hidden (`file-restore --quiet`).
+pub fn hide_all() {
+    HIDDEN.store(true, Ordering::Relaxed);
+}
+
+/// A byte progress bar on stderr when it is a terminal (and [`hide_all`]
+/// was not called), else a hidden one (which still counts, but never
+/// draws). `total` is the expected size when known.
 pub fn progress_bar(total: Option<u64>, message: &str) -> ProgressBar {
-    if !io::stderr().is_terminal() {
+    if HIDDEN.load(Ordering::Relaxed) || !io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
     let (bar, template) = match total {

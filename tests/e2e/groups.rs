@@ -852,6 +852,13 @@ fn bad_sources() -> Vec<G> {
     v
 }
 
+/// The file name of `p`, as `status` shows it in `label`.
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn one_vm(ctx: &Ctx, src: &Path, what: &str) -> Result<Value> {
     let vms = ctx.cli.vms_for(src)?;
     ensure!(
@@ -863,7 +870,7 @@ fn one_vm(ctx: &Ctx, src: &Path, what: &str) -> Result<Value> {
     Ok(vms.into_iter().next().unwrap_or_default())
 }
 
-/// Reuse, status, kill -9 and restart, stop by name, on a private copy.
+/// Reuse, status, kill -9 and restart, stop by name and by SOURCE, on a private copy.
 fn lifecycle() -> G {
     let mut g = G::new("vm_lifecycle", 40);
     let name = "life.img";
@@ -1042,6 +1049,48 @@ fn lifecycle() -> G {
         );
         let o = ctx.cli.run(["stop", name.as_str()])?;
         expect_error(o, 1, &[&name]).context("stopping a VM that is no longer running")?;
+        Ok(())
+    });
+    g.case("stop_by_source", move |ctx| {
+        let src = at(ctx)?;
+        ctx.cli.list_out(&src, b"/", "json")?.check()?;
+        let vm = one_vm(ctx, &src, "before stop")?;
+        let pid = vm["pid"].as_i64().context("pid")? as i32;
+        let name = vm["name"].as_str().unwrap_or_default().to_string();
+        ensure!(
+            vm["label"] == name_of(&src)
+                && vm["source"] == src.canonicalize()?.to_string_lossy().as_ref(),
+            "status label {} / source {}, want {} / the canonical path",
+            vm["label"],
+            vm["source"],
+            name_of(&src)
+        );
+        // SOURCE spelled as `list` got it, not as the map key.
+        let o = ctx
+            .cli
+            .run([OsStr::new("stop"), src.as_os_str()])?
+            .check()?;
+        ensure!(
+            o.stderr.contains(&name),
+            "stop SOURCE does not say which VM it stopped: {}",
+            o.describe()
+        );
+        ensure!(
+            sys::wait_dead(pid, Duration::from_secs(15)),
+            "QEMU {pid} still runs 15 s after `stop {}`",
+            src.display()
+        );
+        ensure!(
+            ctx.cli.vms_for(&src)?.is_empty(),
+            "status still lists {name} after stop by SOURCE"
+        );
+        let o = ctx.cli.run([OsStr::new("stop"), src.as_os_str()])?;
+        expect_error(o, 1, &[&src.to_string_lossy(), "no restore VM is running"])
+            .context("stop SOURCE with no VM for it")?;
+        let missing = ctx.work.join("no-such-source.qcow2");
+        let o = ctx.cli.run([OsStr::new("stop"), missing.as_os_str()])?;
+        expect_error(o, 1, &[&missing.to_string_lossy(), "no running VM named"])
+            .context("stop of something that is neither a VM nor a SOURCE")?;
         Ok(())
     });
     g.teardown = Some(Box::new(move |ctx: &Ctx| {

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! 1. builds the fixture images once (`tests/fixtures/mkfixtures.sh target/fixtures`,
-//!    a no-op when its stamp matches; `FILE_RESTORE_E2E_FIXTURES` overrides the dir);
+//!    in `$CARGO_TARGET_DIR` when set; a no-op when its stamp matches;
+//!    `FILE_RESTORE_E2E_FIXTURES` overrides the dir);
 //! 2. gives every CLI call a private `FILE_RESTORE_RUNTIME_DIR`, so the VM map and
 //!    the VMs are this run's own;
 //! 3. runs the cases by groups: one group per source, whose cases run in order on
@@ -17,7 +18,8 @@
 //! 5. prints `test NAME ... ok|FAILED`, the details of each failure, and last a
 //!    line `N passed, N failed`; exits 1 when anything failed.
 //!
-//! Needs root (the fixture builder), `make build` outputs (target/release/file-restore,
+//! Needs root (the fixture builder), `make build` outputs (target/release/file-restore
+//! or $CARGO_TARGET_DIR/release/file-restore,
 //! build/vmlinux, build/initramfs.img) and the tools of scripts/deps.sh.
 
 mod checks;
@@ -106,9 +108,18 @@ fn newest_mtime(dirs: &[PathBuf]) -> Option<(SystemTime, PathBuf)> {
     best
 }
 
+/// cargo's target directory: `CARGO_TARGET_DIR` (relative to the repository)
+/// when set, as for cargo and the Makefile, else `target/`.
+fn target_dir(repo: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR").filter(|d| !d.is_empty()) {
+        Some(d) => repo.join(d),
+        None => repo.join("target"),
+    }
+}
+
 /// Fails when the build outputs are missing; warns when sources are newer.
 fn check_build(repo: &Path) -> Result<PathBuf> {
-    let bin = repo.join("target/release/file-restore");
+    let bin = target_dir(repo).join("release/file-restore");
     let kernel = repo.join("build/vmlinux");
     let initramfs = repo.join("build/initramfs.img");
     for p in [&bin, &kernel, &initramfs] {
@@ -150,7 +161,7 @@ fn run(opts: &Options, printer: &Printer, start: Instant) -> Result<bool> {
         .to_path_buf();
     let fixtures_dir = std::env::var_os("FILE_RESTORE_E2E_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo.join("target/fixtures"));
+        .unwrap_or_else(|| target_dir(&repo).join("fixtures"));
     let bin = check_build(&repo)?;
 
     let t = Instant::now();
@@ -168,7 +179,7 @@ fn run(opts: &Options, printer: &Printer, start: Instant) -> Result<bool> {
         .context("cannot make the runtime dir")?;
     let work = tempfile::Builder::new()
         .prefix("e2e-work-")
-        .tempdir_in(repo.join("target"))
+        .tempdir_in(target_dir(&repo))
         .context("cannot make the scratch dir")?;
     let ctx = Ctx {
         repo: repo.clone(),

@@ -23,7 +23,7 @@ pub struct BootPolicy {
     /// files and [`QEMU_PATHS`] are accepted.
     pub privileged: bool,
     /// Directories whose root-owned kernel and initramfs are accepted when
-    /// privileged: the install directory and the helper's own directory.
+    /// privileged: the install directories and the helper's own directory.
     pub trusted_dirs: Vec<PathBuf>,
 }
 
@@ -31,13 +31,10 @@ impl BootPolicy {
     /// The policy of a helper installed at `helper_exe`.
     pub fn new(privileged: bool, helper_exe: Option<&Path>) -> BootPolicy {
         let mut trusted_dirs: Vec<PathBuf> = Vec::new();
-        let install = Path::new(crate::manager::INSTALL_DIR);
         // Each directory as named and as resolved (both root-controlled), so
         // that a caller passing resolved paths matches.
-        for dir in [Some(install), helper_exe.and_then(Path::parent)]
-            .into_iter()
-            .flatten()
-        {
+        let installed = crate::install::INSTALL_DIRS.iter().map(Path::new);
+        for dir in installed.chain(helper_exe.and_then(Path::parent)) {
             for d in [Some(dir.to_path_buf()), std::fs::canonicalize(dir).ok()]
                 .into_iter()
                 .flatten()
@@ -150,7 +147,7 @@ impl BootPolicy {
 
 /// Where the CLI finds the helper: `$FILE_RESTORE_HELPER`, else beside the
 /// running executable (or one level up, for test binaries in
-/// `target/*/deps`), else the install directory, else `$PATH`. The error
+/// `target/*/deps`), else the install directories, else `$PATH`. The error
 /// lists the places looked at.
 pub fn locate_helper() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os(HELPER_ENV).filter(|v| !v.is_empty()) {
@@ -167,7 +164,11 @@ pub fn locate_helper() -> Result<PathBuf, String> {
             }
         }
     }
-    candidates.push(Path::new(crate::manager::INSTALL_DIR).join(HELPER_NAME));
+    candidates.extend(
+        crate::install::install_dirs()
+            .into_iter()
+            .map(|d| d.join(HELPER_NAME)),
+    );
     if let Some(found) = candidates.iter().find(|p| crate::process::is_executable(p)) {
         return Ok(found.clone());
     }

@@ -1,0 +1,176 @@
+//! `file-restore`: list and extract files of VM disk images and backups
+//! without mounting them on the host. The disks are attached read-only to a
+//! small restore VM that is started on first use and reused after.
+//!
+//! [`cli`] holds the clap definition (also the source of the [`completions`]
+//! and of the man pages, see `file-restore-man`), [`output`] what is printed,
+//! [`extract`] the `extract` subcommand.
+
+mod cli;
+mod completions;
+mod extract;
+mod output;
+
+use anyhow::Context;
+use clap::Parser;
+use cli::{Accel, Cli, Cmd, Transport};
+use file_restore::manager::{Manager, VmEntry};
+use file_restore::{AccelPreference, TransportPreference};
+use output::{daemon_error, error_line, info, print_notes};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp(None)
+        .init();
+    if cli.quiet {
+        output::set_quiet();
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("file-restore: error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(run(cli)) {
+        eprintln!("{}", error_line(&e));
+        std::process::exit(1);
+    }
+}
+
+/// A manager with the global options of the command line.
+fn manager(cli: &CliSettings) -> anyhow::Result<Manager> {
+    let mut m = Manager::new()?;
+    m.kernel = cli.kernel.clone();
+    m.initramfs = cli.initramfs.clone();
+    m.accel = match cli.accel {
+        Accel::Auto => AccelPreference::Auto,
+        Accel::Kvm => AccelPreference::Kvm,
+        Accel::Tcg => AccelPreference::Tcg,
+    };
+    m.transport = match cli.transport {
+        Transport::Auto => TransportPreference::Auto,
+        Transport::Kernel => TransportPreference::Kernel,
+        Transport::VhostUser => TransportPreference::VhostUser,
+    };
+    Ok(m)
+}
+
+/// The global options that shape new VMs.
+struct CliSettings {
+    kernel: Option<PathBuf>,
+    initramfs: Option<PathBuf>,
+    accel: Accel,
+    transport: Transport,
+}
+
+async fn vm_for(m: &Manager, source: &str) -> anyhow::Result<(String, VmEntry)> {
+    let mut notes = Vec::new();
+    let r = m.ensure_vm(source, &mut notes).await;
+    print_notes(&mut notes);
+    r.with_context(|| format!("cannot open {source}"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let Cli {
+        cmd,
+        kernel,
+        initramfs,
+        accel,
+        transport,
+        ..
+    } = cli;
+    // Created only by the subcommands that use VMs: completions need no
+    // runtime directory.
+    let settings = CliSettings {
+        kernel,
+        initramfs,
+        accel,
+        transport,
+    };
+    let new_manager = || manager(&settings);
+    match cmd {
+        Cmd::Completions { shell } => {
+            completions::write(shell, &mut std::io::stdout().lock());
+            Ok(())
+        }
+        Cmd::List {
+            source,
+            path,
+            output_format,
+            timeout,
+        } => {
+            let path = path
+                .map(|p| p.as_bytes().to_vec())
+                .unwrap_or_else(|| b"/".to_vec());
+            let m = new_manager()?;
+            let work = async {
+                let (_, entry) = vm_for(&m, &source).await?;
+                let client = entry.vm.client();
+                client.list(&path).await.map_err(|e| daemon_error(e, &path))
+            };
+            let mut entries = match timeout {
+                Some(s) => tokio::time::timeout(Duration::from_secs(s), work)
+                    .await
+                    .map_err(|_| anyhow::anyhow!("gave up after {s} s (--timeout)"))??,
+                None => work.await?,
+            };
+            entries.sort_by(|a, b| a.text.cmp(&b.text));
+            output::write_list(&mut std::io::stdout().lock(), &entries, output_format)
+        }
+        Cmd::Extract {
+            source,
+            path,
+            target,
+            format,
+            zstd,
+            overwrite,
+            same_owner,
+        } => {
+            let m = new_manager()?;
+            let (_, entry) = vm_for(&m, &source).await?;
+            let opts = extract::ExtractOpts {
+                format,
+                zstd,
+                overwrite,
+                same_owner,
+            };
+            extract::extract(&entry, path.as_bytes(), target.as_deref(), &opts).await
+        }
+        Cmd::Status { output_format } => {
+            let m = new_manager()?;
+            let mut notes = Vec::new();
+            let reports = m.status(&mut notes).await;
+            print_notes(&mut notes);
+            output::write_status(&mut std::io::stdout().lock(), &reports?, output_format)
+        }
+        Cmd::Stop { name, all } => {
+            let stopped = new_manager()?
+                .stop(if all { None } else { name.as_deref() })
+                .await?;
+            if stopped.is_empty() {
+                info("no restore VMs were running");
+            }
+            for n in stopped {
+                info(&format!("stopped {n}"));
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

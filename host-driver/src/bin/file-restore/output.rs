@@ -1,0 +1,156 @@
+//! What `file-restore` prints: listings and `status` (text or JSON on
+//! stdout), informational lines and errors (stderr). Everything the guest
+//! reported is made terminal-safe in text output.
+
+use crate::cli::OutputFormat;
+use file_restore::cli_io::terminal_safe as safe;
+use file_restore::manager::VmReport;
+use file_restore::ClientError;
+use file_restore_wire::Entry;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by `--quiet`: informational lines are not printed.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// `--quiet`: from now on no informational lines and no progress bars.
+pub fn set_quiet() {
+    QUIET.store(true, Ordering::Relaxed);
+    file_restore::progress::hide_all();
+}
+
+/// An informational line on stderr (`file-restore: …`), unless `--quiet`.
+pub fn info(msg: &str) {
+    if !QUIET.load(Ordering::Relaxed) {
+        eprintln!("file-restore: {}", safe(msg));
+    }
+}
+
+/// Prints and empties the manager's notes (VM started, dead VM removed).
+pub fn print_notes(notes: &mut Vec<String>) {
+    for n in notes.drain(..) {
+        info(&n);
+    }
+}
+
+/// The one stderr line of a failure: the cause chain, with the guest's
+/// texts in it (daemon messages, entry names) made terminal-safe.
+pub fn error_line(e: &anyhow::Error) -> String {
+    format!("file-restore: error: {}", safe(&format!("{e:#}")))
+}
+
+/// A failed daemon call: the daemon's own message when it sent one.
+pub fn daemon_error(e: ClientError, path: &[u8]) -> anyhow::Error {
+    match e.daemon_message() {
+        Some(msg) => anyhow::anyhow!("{msg}"),
+        None => anyhow::Error::new(e).context(format!(
+            "request for {} failed",
+            String::from_utf8_lossy(path)
+        )),
+    }
+}
+
+/// `status` in the chosen format.
+pub fn write_status(
+    out: &mut impl Write,
+    reports: &[VmReport],
+    fmt: OutputFormat,
+) -> anyhow::Result<()> {
+    match fmt {
+        OutputFormat::Json => writeln!(out, "{}", serde_json::to_string(reports)?)?,
+        OutputFormat::JsonPretty => writeln!(out, "{}", serde_json::to_string_pretty(reports)?)?,
+        OutputFormat::Text => write_status_text(out, reports)?,
+    }
+    Ok(())
+}
+
+/// `status` as text: per VM a line with its short label (padded to one
+/// column) and its name, then details. What the guest reported (disk
+/// names, bucket paths and types) is made terminal-safe.
+fn write_status_text(out: &mut impl Write, reports: &[VmReport]) -> std::io::Result<()> {
+    if reports.is_empty() {
+        writeln!(out, "no restore VMs running")?;
+    }
+    let labels: Vec<String> = reports
+        .iter()
+        .map(|r| safe(&r.label).into_owned())
+        .collect();
+    let width = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0);
+    for (r, label) in reports.iter().zip(&labels) {
+        writeln!(out, "{label:<width$}  {}", safe(&r.name))?;
+        writeln!(
+            out,
+            "  pid {}  accel {}  transport {}",
+            r.pid,
+            safe(&r.accel),
+            safe(&r.addr)
+        )?;
+        writeln!(
+            out,
+            "  uptime {} s  idle timeout in {} s",
+            r.uptime.map_or("?".into(), |u| u.to_string()),
+            r.timeout_left.map_or("?".into(), |u| u.to_string())
+        )?;
+        for i in &r.images {
+            writeln!(out, "  image {}", safe(&i.display().to_string()))?;
+        }
+        if let Some(g) = &r.guest_config {
+            writeln!(out, "  guest config {}", safe(&g.display().to_string()))?;
+        }
+        for d in r.disks.iter().flatten() {
+            let b: Vec<String> = d
+                .buckets
+                .iter()
+                .map(|b| format!("{} {}", safe(&b.path), safe(&b.fstype)))
+                .collect();
+            writeln!(out, "  disk {}: {}", safe(&d.name), b.join(", "))?;
+        }
+    }
+    Ok(())
+}
+
+/// A listing: JSON exactly as the daemon sent it, or one text line per
+/// entry with the guest's texts (names, targets, types) terminal-safe.
+pub fn write_list(
+    out: &mut impl Write,
+    entries: &[Entry],
+    fmt: OutputFormat,
+) -> anyhow::Result<()> {
+    let mut out = out;
+    match fmt {
+        OutputFormat::Json => serde_json::to_writer(&mut out, entries)?,
+        OutputFormat::JsonPretty => serde_json::to_writer_pretty(&mut out, entries)?,
+        OutputFormat::Text => {
+            for e in entries {
+                let size = match (e.size, &e.fstype) {
+                    (Some(s), _) => s.to_string(),
+                    _ => "-".into(),
+                };
+                let mtime = e.mtime.map_or_else(|| "-".repeat(16), format_time);
+                let mut line = format!(
+                    "{} {:>12} {} {}",
+                    e.entry_type.letter(),
+                    size,
+                    mtime,
+                    safe(&e.text)
+                );
+                if let Some(fs) = &e.fstype {
+                    line.push_str(&format!(" [{}]", safe(fs)));
+                }
+                if let Some(t) = &e.target {
+                    line.push_str(&format!(" -> {}", safe(t)));
+                }
+                writeln!(out, "{line}")?;
+            }
+            return Ok(());
+        }
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM` in UTC.
+fn format_time(secs: i64) -> String {
+    let (y, mo, d, h, mi, _) = file_restore_wire::civil_from_unix(secs);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
+}
