@@ -23,12 +23,12 @@ mod pid1;
 mod server;
 mod state;
 mod stream;
-mod vpath;
 mod vsock_conn;
 mod watchdog;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use file_restore_wire::vpath;
 use server::ListenAddr;
 use state::State;
 use std::path::{Path, PathBuf};

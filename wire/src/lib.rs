@@ -10,6 +10,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+pub mod vpath;
+
 /// Version of the HTTP API. The host refuses a daemon that reports another one.
 pub const API_VERSION: u32 = 1;
 
