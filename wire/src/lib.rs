@@ -146,6 +146,11 @@ pub struct BucketStatus {
     pub size: u64,
     /// Whether it is mounted right now.
     pub mounted: bool,
+    /// Whether a mount of it is in progress right now: the daemon answers
+    /// status from a snapshot and never waits for a mount to finish. False
+    /// from daemons that do not report it.
+    #[serde(default)]
+    pub mounting: bool,
 }
 
 /// Answer of `GET /api/status`.

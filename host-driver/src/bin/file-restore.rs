@@ -599,6 +599,7 @@ mod tests {
                     fstype: format!("ext4{EVIL}"),
                     size: 1,
                     mounted: false,
+                    mounting: false,
                 }],
             }]),
         };

@@ -1,0 +1,117 @@
+//! The dev-mode daemon against a slow disk: status while a mount is in
+//! progress. Needs root (loop devices, a blkio cgroup).
+
+mod support;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A cgroup-v1 blkio group that allows `iops` reads per second from one
+/// block device, holding one process; the process is moved back and the
+/// group removed on drop.
+struct ReadThrottle {
+    dir: PathBuf,
+    pid: u32,
+}
+
+const BLKIO: &str = "/sys/fs/cgroup/blkio";
+
+impl ReadThrottle {
+    fn new(device: &str, iops: u32, pid: u32) -> ReadThrottle {
+        assert!(
+            Path::new(BLKIO)
+                .join("blkio.throttle.read_iops_device")
+                .exists(),
+            "this test slows a mount down with the cgroup-v1 blkio throttle, and {BLKIO} has none"
+        );
+        let rdev = fs::metadata(device).unwrap().rdev();
+        let dir = Path::new(BLKIO).join(format!("file-restore-test-{pid}"));
+        fs::create_dir(&dir).unwrap();
+        let t = ReadThrottle { dir, pid };
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        fs::write(
+            t.dir.join("blkio.throttle.read_iops_device"),
+            format!("{major}:{minor} {iops}"),
+        )
+        .unwrap();
+        fs::write(t.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+        t
+    }
+}
+
+impl Drop for ReadThrottle {
+    fn drop(&mut self) {
+        let _ = fs::write(Path::new(BLKIO).join("cgroup.procs"), self.pid.to_string());
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+fn status(d: &Daemon) -> serde_json::Value {
+    let (code, body) = d.get("/api/status", &[]);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// A real slow mount: the bucket's reads are throttled to one per second,
+/// so mounting it takes seconds. Status must answer at once all the while,
+/// showing the bucket as mounting, and the listing still completes.
+#[test]
+fn status_never_waits_for_a_mount_in_progress() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..20 {
+        fs::write(src.join(format!("f{i}")), i.to_string()).unwrap();
+    }
+    let img = ext4_image(tmp.path(), &src);
+    let lp = Loop::new(&img);
+    let device = lp.0.clone();
+    let d = Arc::new(Daemon::start(tmp.path(), vec![("disk0/raw/raw", lp)], 600));
+    let t = Instant::now();
+    while status(&d)["scan"] != "done" {
+        assert!(t.elapsed() < Duration::from_secs(10), "scan did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let throttle = ReadThrottle::new(&device, 1, d.child.id());
+
+    let lister = Arc::clone(&d);
+    let listing = std::thread::spawn(move || lister.list(b"/disk0/raw/raw"));
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut saw_mounting = false;
+    while !listing.is_finished() {
+        let t = Instant::now();
+        let s = status(&d);
+        slowest = slowest.max(t.elapsed());
+        let bucket = &s["disks"][0]["buckets"][0];
+        saw_mounting |= bucket["mounting"] == true;
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the listing hangs"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mount_took = started.elapsed();
+    drop(throttle);
+    let (code, v) = listing.join().unwrap();
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v.as_array().unwrap().len(), 21, "{v}"); // f0..f19 and lost+found
+    assert!(
+        mount_took > Duration::from_secs(2),
+        "the throttled mount took only {mount_took:?}: the test proves nothing"
+    );
+    assert!(
+        slowest < Duration::from_millis(1000),
+        "a status took {slowest:?} while the bucket was being mounted (the listing took \
+         {mount_took:?})"
+    );
+    assert!(saw_mounting, "status never showed the bucket as mounting");
+    let bucket = &status(&d)["disks"][0]["buckets"][0];
+    assert_eq!(bucket["mounted"], true, "{bucket}");
+    assert_eq!(bucket["mounting"], false, "{bucket}");
+}
