@@ -1,11 +1,13 @@
-//! The dev-mode daemon against a slow disk: status while a mount is in
-//! progress. Needs root (loop devices, a blkio cgroup).
+//! The dev-mode daemon against a slow disk and a crafted filesystem: status
+//! while a mount is in progress, and symlink targets longer than the kernel
+//! returns. Needs root (loop devices, a blkio cgroup, debugfs).
 
 mod support;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{symlink, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -114,4 +116,96 @@ fn status_never_waits_for_a_mount_in_progress() {
     let bucket = &status(&d)["disks"][0]["buckets"][0];
     assert_eq!(bucket["mounted"], true, "{bucket}");
     assert_eq!(bucket["mounting"], false, "{bucket}");
+}
+
+/// Writes `len` bytes of `byte` into `img` at `offset`.
+fn patch(img: &Path, offset: u64, byte: u8, len: usize) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&vec![byte; len]).unwrap();
+}
+
+/// An ext4 image whose symlink `long` claims a 5000-byte target: its inode
+/// size is patched with debugfs (symlink(2) and mkfs take at most 4095
+/// bytes) and its block filled, so the kernel returns 4095 bytes of it as
+/// if they were the whole target.
+fn crafted_long_symlink(dir: &Path) -> PathBuf {
+    let src = dir.join("src");
+    fs::create_dir(&src).unwrap();
+    symlink("a".repeat(4000), src.join("long")).unwrap();
+    symlink("b".repeat(4095), src.join("max")).unwrap();
+    symlink("short", src.join("short")).unwrap();
+    fs::write(src.join("file"), "x").unwrap();
+    let img = dir.join("crafted.img");
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-d"])
+        .arg(&src)
+        .arg(&img)
+        .arg("16M"));
+    run(Command::new("debugfs")
+        .args(["-w", "-R", "sif long size 5000"])
+        .arg(&img));
+    let block: u64 = run(Command::new("debugfs")
+        .args(["-R", "bmap long 0"])
+        .arg(&img))
+    .trim()
+    .parse()
+    .expect("block number from debugfs bmap");
+    patch(&img, block * 4096 + 4000, b'c', 96);
+    img
+}
+
+#[test]
+fn symlink_targets_the_kernel_cuts_short_are_refused_in_listings_and_archives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = crafted_long_symlink(tmp.path());
+    let d = Daemon::start(tmp.path(), vec![("disk0/raw/raw", Loop::new(&img))], 600);
+
+    let (code, v) = d.list(b"/disk0/raw/raw");
+    assert_eq!(code, 200, "{v}");
+    let entry = |name: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["text"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {v}"))
+            .clone()
+    };
+    let long = entry("long");
+    assert!(
+        long.get("target").is_none(),
+        "a cut target was listed: {long}"
+    );
+    let err = long["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("5000") && err.contains("4095") && err.contains("refused"),
+        "{long}"
+    );
+    assert_eq!(entry("max")["target"], "b".repeat(4095));
+    assert_eq!(entry("short")["target"], "short");
+    assert!(entry("short").get("error").is_none());
+    // The entry listed on its own says the same.
+    let (code, single) = d.list(b"/disk0/raw/raw/long");
+    assert_eq!(code, 200);
+    assert_eq!(single[0]["error"], long["error"], "{single}");
+
+    // An archive of the link refuses it the same way: the stream breaks off
+    // and the daemon's log names the entry and the reason.
+    let (_, _) = d.get(
+        &format!("/api/extract?path={}&format=tar", q(b"/disk0/raw/raw")),
+        &[],
+    );
+    let log = fs::read_to_string(&d.log).unwrap();
+    assert!(
+        log.contains("long") && log.contains("5000") && log.contains("refused"),
+        "{log}"
+    );
+    // Nothing else is affected: the other links archive fine.
+    let (code, tar) = d.get(
+        &format!("/api/extract?path={}&format=tar", q(b"/disk0/raw/raw/max")),
+        &[],
+    );
+    assert_eq!(code, 200);
+    assert!(tar.windows(4095).any(|w| w == "b".repeat(4095).as_bytes()));
 }

@@ -107,6 +107,11 @@ pub struct Entry {
     /// For buckets: the detected filesystem type (`ext4`, `xfs`, `swap`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fstype: Option<String>,
+    /// What could not be read of this entry, when something could not (a
+    /// symlink target the daemon refuses, which an archive of the entry
+    /// refuses the same way); the other fields are filled in as far as known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Entry {
@@ -311,6 +316,7 @@ mod tests {
             mtime: None,
             target: Some("/etc".into()),
             fstype: None,
+            error: None,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "l");

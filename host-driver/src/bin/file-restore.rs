@@ -366,6 +366,9 @@ fn write_list(out: &mut impl Write, entries: &[Entry], fmt: OutputFormat) -> any
                 if let Some(t) = &e.target {
                     line.push_str(&format!(" -> {}", safe(t)));
                 }
+                if let Some(err) = &e.error {
+                    line.push_str(&format!(" (error: {})", safe(err)));
+                }
                 writeln!(out, "{line}")?;
             }
             return Ok(());
@@ -563,6 +566,7 @@ mod tests {
             mtime: Some(0),
             target: Some(format!("/etc/{EVIL}")),
             fstype: Some(format!("ext4{EVIL}")),
+            error: Some(format!("bad{EVIL}")),
         }];
         let mut out = Vec::new();
         write_list(&mut out, &entries, OutputFormat::Text).unwrap();
@@ -572,7 +576,8 @@ mod tests {
         assert_eq!(
             text,
             format!(
-                "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN}] -> /etc/{EVIL_SHOWN}\n"
+                "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN}] -> /etc/{EVIL_SHOWN} \
+                 (error: bad{EVIL_SHOWN})\n"
             )
         );
         let mut out = Vec::new();
