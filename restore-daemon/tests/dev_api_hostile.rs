@@ -104,11 +104,12 @@ fn status_never_waits_for_a_mount_in_progress() {
     assert_eq!(code, 200, "{v}");
     assert_eq!(v.as_array().unwrap().len(), 21, "{v}"); // f0..f19 and lost+found
     assert!(
-        mount_took > Duration::from_secs(2),
+        mount_took > Duration::from_secs(3),
         "the throttled mount took only {mount_took:?}: the test proves nothing"
     );
     assert!(
-        slowest < Duration::from_millis(1000),
+        // Generous for a loaded machine: before, a status waited out the mount (5 s).
+        slowest < Duration::from_millis(2000),
         "a status took {slowest:?} while the bucket was being mounted (the listing took \
          {mount_took:?})"
     );
