@@ -137,7 +137,7 @@ const SYMLINK_MAX: u64 = 4095;
 /// symlink). `claimed` is the link's size from its `lstat`.
 ///
 /// The buffer grows while the kernel fills it, up to [`MAX_LINK_TARGET`]
-/// (longer: `ENAMETOOLONG`). A target shorter than `claimed` where `claimed`
+/// (longer: refused, `InvalidData`). A target shorter than `claimed` where `claimed`
 /// exceeds what `symlink(2)` can create is refused (`InvalidData`): the
 /// inode of a crafted or damaged filesystem says the target is longer than
 /// the kernel returns, and the kernel silently cuts it at a page or block,
