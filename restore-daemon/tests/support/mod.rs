@@ -48,6 +48,7 @@ pub struct Daemon {
     pub sock: PathBuf,
     _loops: Vec<Loop>,
     pub log: PathBuf,
+    mount_dir: PathBuf,
 }
 
 impl Daemon {
@@ -76,6 +77,7 @@ impl Daemon {
             sock,
             _loops: buckets.into_iter().map(|(_, l)| l).collect(),
             log,
+            mount_dir: dir.join("mnt"),
         };
         let t = Instant::now();
         while !d.sock.exists() {
@@ -132,6 +134,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The killed daemon never unmounts what it mounted: without this,
+        // every test run left its mounts behind and its loop devices busy.
+        unmount_below(&self.mount_dir);
         if std::thread::panicking() {
             eprintln!(
                 "daemon log:\n{}",
@@ -148,6 +153,27 @@ pub fn q(path: &[u8]) -> String {
 pub fn error_of(body: &[u8]) -> String {
     let v: serde_json::Value = serde_json::from_slice(body).expect("JSON error body");
     v["error"].as_str().expect("error field").to_owned()
+}
+
+/// Lazily unmounts every mount point below `dir`, deepest first.
+fn unmount_below(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    // Field 5 is the mount point (test paths hold no characters that
+    // mountinfo escapes).
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p) {
+            // SAFETY: c is a valid NUL-terminated path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
 }
 
 /// A 64 MiB ext4 image of `src`.
