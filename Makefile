@@ -9,7 +9,7 @@ PREFIX       ?= /usr/local
 TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 REL          := $(TARGET_DIR)/release
 
-.PHONY: all deps build guest kernel initramfs docs install bench soak lint test unit-test demo clean deb deb-test
+.PHONY: all deps build guest kernel initramfs docs install bench soak lint test unit-test demo clean deb deb-test fuzz
 
 all: build
 
@@ -98,6 +98,15 @@ bench: build
 # fresh VM, p50/p99/max; writes the Soak section of docs/BENCHMARKS.md. ~4 min.
 soak: build
 	@python3 scripts/soak.py
+
+# Coverage-guided fuzzing (cargo-fuzz, nightly, libFuzzer) of the fsmagic detection,
+# the API path grammar, the tar unpacker and the image header checks, FUZZ_SECONDS
+# (default 60) per target; see fuzz/README.md. `make test` only replays the seeds,
+# on stable (building the libFuzzer targets takes minutes).
+FUZZ_SECONDS ?= 60
+fuzz:
+	@bash scripts/deps.sh --fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
 clean:
 	rm -rf $(BUILD)

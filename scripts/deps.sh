@@ -10,18 +10,22 @@
 # (well under a second) and prints nothing. `apt-get update` runs only when a package has
 # to be installed. Prints one line per thing it installed.
 #
-# Usage: scripts/deps.sh [--bench] [-q]
+# Usage: scripts/deps.sh [--bench] [--fuzz] [-q]
 #   --bench  also install libguestfs-tools (the reference implementation, which boots
 #            the host's Debian kernel) and hyperfine
+#   --fuzz   also install cargo-fuzz (`cargo install`, about 1.5 min) for `make fuzz`;
+#            it needs the nightly toolchain, which rustup cannot download here
 #   -q       print nothing when all is present (default already), errors only
 set -euo pipefail
 
 BENCH=0
+FUZZ=0
 for arg in "$@"; do
     case "$arg" in
         --bench) BENCH=1 ;;
+        --fuzz) FUZZ=1 ;;
         -q) ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "deps.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -141,4 +145,25 @@ if ! have_vhost_vsock; then
     fi
     have_vhost_vsock || die "cargo install vhost-device-vsock succeeded but the binary is not there"
     echo "installed: vhost-device-vsock (cargo)"
+fi
+
+# cargo-fuzz (make fuzz only): built from crates.io; the nightly toolchain must be there.
+have_cargo_fuzz() {
+    command -v cargo-fuzz >/dev/null 2>&1 || [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo-fuzz" ]
+}
+if [ "$FUZZ" = 1 ]; then
+    CARGO=$(command -v cargo || true)
+    [ -n "$CARGO" ] || [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ] || CARGO="${CARGO_HOME:-$HOME/.cargo}/bin/cargo"
+    [ -n "$CARGO" ] || die "cargo not found (needed for make fuzz)"
+    "$CARGO" +nightly --version >/dev/null 2>&1 ||
+        die "make fuzz needs the nightly toolchain (rustup toolchain list), which is not installed"
+    if ! have_cargo_fuzz; then
+        echo "building cargo-fuzz with cargo install (about 1.5 minutes)..." >&2
+        if ! "$CARGO" install cargo-fuzz --locked >/tmp/deps-cargo-fuzz.log 2>&1; then
+            tail -n 30 /tmp/deps-cargo-fuzz.log >&2
+            die "cargo install cargo-fuzz failed (last lines of /tmp/deps-cargo-fuzz.log above)"
+        fi
+        have_cargo_fuzz || die "cargo install cargo-fuzz succeeded but the binary is not there"
+        echo "installed: cargo-fuzz (cargo)"
+    fi
 fi

@@ -125,25 +125,78 @@ pub fn lstat_at(dir: &OwnedFd, name: &[u8]) -> io::Result<libc::stat> {
     Ok(st)
 }
 
-/// `readlinkat(dir, name)`; with an empty name, reads the link `dir` itself
-/// refers to (an `O_PATH | O_NOFOLLOW` descriptor of a symlink).
-pub fn readlink_at(dir: &OwnedFd, name: &[u8]) -> io::Result<Vec<u8>> {
+/// Longest symlink target read whole. The kernel returns at most a page
+/// less one byte: 4095 on x86_64, 65535 with 64 KiB pages.
+pub const MAX_LINK_TARGET: usize = 64 * 1024;
+
+/// Longest target `symlink(2)` creates (`PATH_MAX` less the NUL).
+const SYMLINK_MAX: u64 = 4095;
+
+/// `readlinkat(dir, name)`, the whole target; with an empty name, reads the
+/// link `dir` itself refers to (an `O_PATH | O_NOFOLLOW` descriptor of a
+/// symlink). `claimed` is the link's size from its `lstat`.
+///
+/// The buffer grows while the kernel fills it, up to [`MAX_LINK_TARGET`]
+/// (longer: refused, `InvalidData`). A target shorter than `claimed` where `claimed`
+/// exceeds what `symlink(2)` can create is refused (`InvalidData`): the
+/// inode of a crafted or damaged filesystem says the target is longer than
+/// the kernel returns, and the kernel silently cuts it at a page or block,
+/// so what it returns is not the target. Shorter claims are trusted to the
+/// kernel (some filesystems, UDF for one, report an encoded size).
+pub fn readlink_at(dir: &OwnedFd, name: &[u8], claimed: u64) -> io::Result<Vec<u8>> {
     let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut buf = vec![0u8; 4096];
-    // SAFETY: buf is valid for buf.len() bytes.
-    let n = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            cname.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
+    let target = read_growing(|buf| {
+        // SAFETY: buf is valid for buf.len() bytes.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                cname.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    })?;
+    check_claimed_length(target.len(), claimed)?;
+    Ok(target)
+}
+
+/// Calls `read` with a growing buffer until it returns less than the
+/// buffer's length (so all of it was read), up to [`MAX_LINK_TARGET`] bytes.
+fn read_growing(mut read: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<Vec<u8>> {
+    let mut len = 4096;
+    loop {
+        let mut buf = vec![0u8; len];
+        let n = read(&mut buf)?;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(buf);
+        }
+        if len > MAX_LINK_TARGET {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the symlink target is longer than {MAX_LINK_TARGET} bytes: refused"),
+            ));
+        }
+        len = (len * 4).min(MAX_LINK_TARGET + 1);
     }
-    buf.truncate(n as usize);
-    Ok(buf)
+}
+
+fn check_claimed_length(got: usize, claimed: u64) -> io::Result<()> {
+    if claimed > SYMLINK_MAX && (got as u64) < claimed {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the symlink's inode says its target is {claimed} bytes long, but the kernel \
+                 returns only {got} (symlink targets are at most {SYMLINK_MAX} bytes; a damaged \
+                 or crafted filesystem): refused rather than given truncated"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads all entries of an open directory (not `.` and `..`) in readdir
@@ -178,4 +231,52 @@ pub fn open_child_self(fd: &OwnedFd, flags: i32) -> io::Result<OwnedFd> {
     // magic link is safe to follow here).
     let proc_path = format!("/proc/self/fd/{}", fd.as_raw_fd());
     openat2(libc::AT_FDCWD, proc_path.as_bytes(), flags, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A readlink that has `target` to give, as the kernel's does.
+    fn reader(target: &[u8]) -> impl FnMut(&mut [u8]) -> io::Result<usize> + '_ {
+        |buf| {
+            let n = target.len().min(buf.len());
+            buf[..n].copy_from_slice(&target[..n]);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn targets_are_read_whole_up_to_the_bound() {
+        for len in [0, 1, 4095, 4096, 4097, 20_000, MAX_LINK_TARGET] {
+            let target = vec![b'a'; len];
+            assert_eq!(read_growing(reader(&target)).unwrap(), target, "{len}");
+        }
+        let too_long = vec![b'a'; MAX_LINK_TARGET + 1];
+        let e = read_growing(reader(&too_long)).unwrap_err();
+        assert!(e.to_string().contains("longer than 65536 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_target_the_kernel_cut_short_is_refused() {
+        assert!(check_claimed_length(4095, 4095).is_ok());
+        assert!(check_claimed_length(5000, 5000).is_ok());
+        // UDF reports the encoded size, larger than the target text.
+        assert!(check_claimed_length(3, 10).is_ok());
+        let e = check_claimed_length(4095, 5000).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string().contains("5000") && e.to_string().contains("4095"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn real_links_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = "t".repeat(4095);
+        std::os::unix::fs::symlink(&long, dir.path().join("long")).unwrap();
+        let fd: OwnedFd = std::fs::File::open(dir.path()).unwrap().into();
+        assert_eq!(readlink_at(&fd, b"long", 4095).unwrap(), long.as_bytes());
+    }
 }

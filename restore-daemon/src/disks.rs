@@ -6,7 +6,7 @@
 //! without partitions is one `raw/raw` bucket. In dev mode the buckets are
 //! given on the command line instead (loop devices with offsets).
 
-use crate::mounts::MountState;
+use crate::mounts::{MountState, PublishedPhase};
 use crate::vpath::BucketKind;
 use file_restore_fsmagic::{self as fstype, FsType};
 use std::fs;
@@ -27,8 +27,11 @@ pub struct Bucket {
     pub size: u64,
     /// Detected filesystem type.
     pub fstype: FsType,
-    /// Mount state, changed on first access.
+    /// Mount state, changed on first access; also the mount lock, held
+    /// while the bucket is being mounted.
     pub mount: Mutex<MountState>,
+    /// The mount phase for status, which must not take the mount lock.
+    pub phase: PublishedPhase,
 }
 
 /// A disk and its buckets.
@@ -73,6 +76,7 @@ pub fn probe_bucket(kind: BucketKind, name: String, device: PathBuf) -> std::io:
         size,
         fstype,
         mount: Mutex::new(MountState::NotMounted),
+        phase: PublishedPhase::default(),
     })
 }
 

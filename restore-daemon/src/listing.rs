@@ -26,6 +26,7 @@ fn virtual_entry(path: &[u8], text: &str, leaf: bool) -> Entry {
         mtime: None,
         target: None,
         fstype: None,
+        error: None,
     }
 }
 
@@ -104,6 +105,7 @@ fn describe(dir: &OwnedFd, name: &[u8], full_path: &[u8]) -> Entry {
         mtime: None,
         target: None,
         fstype: None,
+        error: None,
     };
     let st = if name.is_empty() {
         confine::fstat(dir)
@@ -113,9 +115,12 @@ fn describe(dir: &OwnedFd, name: &[u8], full_path: &[u8]) -> Entry {
     if let Ok(st) = st {
         fill_from_stat(&mut e, &st);
         if e.entry_type == EntryType::Symlink {
-            e.target = confine::readlink_at(dir, name)
-                .ok()
-                .map(|t| String::from_utf8_lossy(&t).into_owned());
+            // The same read as the archive writer's, so a listing shows the
+            // target a tar of the link would carry, or the same refusal.
+            match confine::readlink_at(dir, name, st.st_size.max(0) as u64) {
+                Ok(t) => e.target = Some(String::from_utf8_lossy(&t).into_owned()),
+                Err(err) => e.error = Some(format!("cannot read the symlink's target: {err}")),
+            }
         }
     }
     e
@@ -166,11 +171,6 @@ pub async fn list_inside(
                 let mut e = describe(&fd, b"", &canonical);
                 e.text = String::from_utf8_lossy(rest.rsplit(|&c| c == b'/').next().unwrap_or(b""))
                     .into_owned();
-                if e.entry_type == EntryType::Symlink {
-                    e.target = confine::readlink_at(&fd, b"")
-                        .ok()
-                        .map(|t| String::from_utf8_lossy(&t).into_owned());
-                }
                 return Ok(((), Listing::Single(e)));
             }
             let dir = root

@@ -24,12 +24,12 @@ mod ready_signal;
 mod server;
 mod state;
 mod stream;
-mod vpath;
 mod vsock_conn;
 mod watchdog;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use file_restore_wire::vpath;
 use server::ListenAddr;
 use state::State;
 use std::path::{Path, PathBuf};

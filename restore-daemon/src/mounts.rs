@@ -11,6 +11,7 @@ use file_restore_fsmagic::FsType;
 use hyper::StatusCode;
 use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// Mount state of a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,46 @@ pub enum MountState {
     NotMounted,
     /// Mounted at this directory.
     Mounted(PathBuf),
+}
+
+/// What status reports of a bucket's mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountPhase {
+    /// Not mounted (never tried, or the last attempt failed).
+    NotMounted,
+    /// The mount system call is running.
+    Mounting,
+    /// Mounted.
+    Mounted,
+}
+
+/// A bucket's [`MountPhase`], readable at any time without its mount lock.
+///
+/// [`ensure_mounted`] holds the bucket's mount lock for as long as the mount
+/// system call takes, which for a large or damaged filesystem on a slow
+/// disk can be minutes; status reads this instead, so it never waits.
+#[derive(Debug)]
+pub struct PublishedPhase(AtomicU8);
+
+impl Default for PublishedPhase {
+    fn default() -> Self {
+        PublishedPhase(AtomicU8::new(MountPhase::NotMounted as u8))
+    }
+}
+
+impl PublishedPhase {
+    /// The current phase.
+    pub fn get(&self) -> MountPhase {
+        match self.0.load(Ordering::Acquire) {
+            x if x == MountPhase::Mounting as u8 => MountPhase::Mounting,
+            x if x == MountPhase::Mounted as u8 => MountPhase::Mounted,
+            _ => MountPhase::NotMounted,
+        }
+    }
+
+    fn set(&self, phase: MountPhase) {
+        self.0.store(phase as u8, Ordering::Release);
+    }
 }
 
 /// Kernel filesystem type and data options for a detected type, or `None`
@@ -86,7 +127,9 @@ pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBu
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let data_opt = if data.is_empty() { None } else { Some(data) };
     let started = std::time::Instant::now();
+    bucket.phase.set(MountPhase::Mounting);
     nix::mount::mount(Some(&bucket.device), &target, Some(fs), flags, data_opt).map_err(|e| {
+        bucket.phase.set(MountPhase::NotMounted);
         let hint = match e {
             nix::errno::Errno::EINVAL | nix::errno::Errno::EUCLEAN | nix::errno::Errno::EIO => {
                 " (the filesystem looks damaged or is not what its magic says)"
@@ -111,6 +154,7 @@ pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBu
         started.elapsed().as_millis()
     );
     *state = MountState::Mounted(target.clone());
+    bucket.phase.set(MountPhase::Mounted);
     Ok(target)
 }
 
@@ -125,6 +169,7 @@ pub fn unmount_all(buckets: &[std::sync::Arc<Bucket>]) {
                 let _ = std::fs::remove_dir(p);
             }
             *st = MountState::NotMounted;
+            b.phase.set(MountPhase::NotMounted);
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use crate::disks::{Bucket, Disk};
 use crate::error::ApiError;
+use crate::mounts::MountPhase;
 use crate::vpath::BucketKind;
 use crate::watchdog::Watchdog;
 use file_restore_wire::{BucketStatus, DiskStatus, ScanState, MAX_CONCURRENT_EXTRACTS};
@@ -137,15 +138,17 @@ impl State {
                 buckets: d
                     .buckets
                     .iter()
-                    .map(|b| BucketStatus {
-                        path: format!("{}/{}", b.kind.name(), b.name),
-                        fstype: b.fstype.name().to_owned(),
-                        size: b.size,
-                        mounted: b
-                            .mount
-                            .lock()
-                            .map(|m| matches!(*m, crate::mounts::MountState::Mounted(_)))
-                            .unwrap_or(false),
+                    .map(|b| {
+                        // A snapshot: never the mount lock, which a mount in
+                        // progress holds for as long as it takes.
+                        let phase = b.phase.get();
+                        BucketStatus {
+                            path: format!("{}/{}", b.kind.name(), b.name),
+                            fstype: b.fstype.name().to_owned(),
+                            size: b.size,
+                            mounted: phase == MountPhase::Mounted,
+                            mounting: phase == MountPhase::Mounting,
+                        }
                     })
                     .collect(),
             })

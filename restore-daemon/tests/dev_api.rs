@@ -9,145 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TICKET: &str = "dev-test-ticket-0123456789";
+mod support;
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A read-only loop device, detached on drop.
-struct Loop(String);
-
-impl Loop {
-    fn new(image: &Path) -> Loop {
-        let dev = run(Command::new("losetup")
-            .args(["-f", "--show", "-r"])
-            .arg(image));
-        Loop(dev.trim().to_owned())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
-/// A running dev-mode daemon, killed on drop.
-struct Daemon {
-    child: Child,
-    sock: PathBuf,
-    _loops: Vec<Loop>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, buckets: Vec<(&str, Loop)>, idle: u64) -> Daemon {
-        let sock = dir.join("api.sock");
-        let ticket = dir.join("ticket");
-        fs::write(&ticket, TICKET).unwrap();
-        let log = dir.join("daemon.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_restore-daemon"));
-        cmd.arg("dev")
-            .arg("--listen")
-            .arg(format!("unix:{}", sock.display()))
-            .arg("--ticket-file")
-            .arg(&ticket)
-            .arg("--idle-timeout")
-            .arg(idle.to_string())
-            .arg("--mount-dir")
-            .arg(dir.join("mnt"))
-            .stderr(fs::File::create(&log).unwrap());
-        for (spec, l) in &buckets {
-            cmd.arg("--bucket").arg(format!("{spec}={}", l.0));
-        }
-        let child = cmd.spawn().expect("start daemon");
-        let d = Daemon {
-            child,
-            sock,
-            _loops: buckets.into_iter().map(|(_, l)| l).collect(),
-            log,
-        };
-        let t = Instant::now();
-        while !d.sock.exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "daemon did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        d
-    }
-
-    /// GET with the ticket: (status code, body).
-    fn get(&self, query: &str, extra: &[&str]) -> (u16, Vec<u8>) {
-        self.curl(
-            query,
-            &[
-                &["-H", &format!("Authorization: FileRestoreTicket {TICKET}")],
-                extra,
-            ]
-            .concat(),
-        )
-    }
-
-    fn curl(&self, query: &str, args: &[&str]) -> (u16, Vec<u8>) {
-        let out = Command::new("curl")
-            .args(["-s", "--unix-socket"])
-            .arg(&self.sock)
-            .args(["-w", "\n%{http_code}"])
-            .args(args)
-            .arg(format!("http://localhost{query}"))
-            .output()
-            .expect("curl");
-        let mut body = out.stdout;
-        let nl = body.iter().rposition(|&c| c == b'\n').expect("status line");
-        let code = String::from_utf8_lossy(&body[nl + 1..])
-            .parse()
-            .expect("code");
-        body.truncate(nl);
-        (code, body)
-    }
-
-    fn list(&self, path: &[u8]) -> (u16, serde_json::Value) {
-        let (code, body) = self.get(&format!("/api/list?path={}", q(path)), &[]);
-        (
-            code,
-            serde_json::from_slice(&body)
-                .unwrap_or_else(|e| panic!("bad JSON {e}: {}", String::from_utf8_lossy(&body))),
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "daemon log:\n{}",
-                fs::read_to_string(&self.log).unwrap_or_default()
-            );
-        }
-    }
-}
-
-fn q(path: &[u8]) -> String {
-    file_restore_wire::query_escape(&STANDARD.encode(path))
-}
-
-fn error_of(body: &[u8]) -> String {
-    let v: serde_json::Value = serde_json::from_slice(body).expect("JSON error body");
-    v["error"].as_str().expect("error field").to_owned()
-}
+use support::*;
 
 /// The source tree with symlink traps, used by most tests.
 fn make_tree(root: &Path) {
@@ -173,16 +37,6 @@ fn make_tree(root: &Path) {
 }
 
 use std::os::unix::ffi::OsStrExt;
-
-fn ext4_image(dir: &Path, src: &Path) -> PathBuf {
-    let img = dir.join("ext4.img");
-    run(Command::new("truncate").args(["-s", "64M"]).arg(&img));
-    run(Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-d"])
-        .arg(src)
-        .arg(&img));
-    img
-}
 
 fn setup(idle: u64) -> (tempfile::TempDir, Daemon, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();

@@ -12,6 +12,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 pub mod proof;
+pub mod vpath;
 
 /// Version of the HTTP API. The host refuses a daemon that reports another one.
 pub const API_VERSION: u32 = 1;
@@ -120,6 +121,11 @@ pub struct Entry {
     /// For buckets: the detected filesystem type (`ext4`, `xfs`, `swap`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fstype: Option<String>,
+    /// What could not be read of this entry, when something could not (a
+    /// symlink target the daemon refuses, which an archive of the entry
+    /// refuses the same way); the other fields are filled in as far as known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Entry {
@@ -159,6 +165,11 @@ pub struct BucketStatus {
     pub size: u64,
     /// Whether it is mounted right now.
     pub mounted: bool,
+    /// Whether a mount of it is in progress right now: the daemon answers
+    /// status from a snapshot and never waits for a mount to finish. False
+    /// from daemons that do not report it.
+    #[serde(default)]
+    pub mounting: bool,
 }
 
 /// Answer of `GET /api/status`.
@@ -319,6 +330,7 @@ mod tests {
             mtime: None,
             target: Some("/etc".into()),
             fstype: None,
+            error: None,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "l");

@@ -223,12 +223,8 @@ fn visit(
             Ok(())
         }
         libc::S_IFLNK => {
-            let target = if name.is_empty() {
-                confine::readlink_at(parent, b"")
-            } else {
-                confine::readlink_at(parent, name)
-            }
-            .map_err(|e| with_path(e, &path))?;
+            let target = confine::readlink_at(parent, name, st.st_size.max(0) as u64)
+                .map_err(|e| with_path(e, &path))?;
             sink.symlink(&path, &meta, &target)
         }
         libc::S_IFCHR => sink.special(&path, &meta, Special::Char),

@@ -140,6 +140,9 @@ pub fn write_list(
                 if let Some(t) = &e.target {
                     line.push_str(&format!(" -> {}", safe(t)));
                 }
+                if let Some(err) = &e.error {
+                    line.push_str(&format!(" (error: {})", safe(err)));
+                }
                 writeln!(out, "{line}")?;
             }
             return Ok(());

@@ -55,6 +55,7 @@ fn text_listing_escapes_guest_names_json_stays_exact() {
         mtime: Some(0),
         target: Some(format!("/etc/{EVIL}")),
         fstype: Some(format!("ext4{EVIL}")),
+        error: Some(format!("bad{EVIL}")),
     }];
     let mut out = Vec::new();
     write_list(&mut out, &entries, OutputFormat::Text).unwrap();
@@ -64,7 +65,8 @@ fn text_listing_escapes_guest_names_json_stays_exact() {
     assert_eq!(
         text,
         format!(
-            "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN}] -> /etc/{EVIL_SHOWN}\n"
+            "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN}] -> /etc/{EVIL_SHOWN} \
+             (error: bad{EVIL_SHOWN})\n"
         )
     );
     let mut out = Vec::new();
@@ -92,6 +94,7 @@ fn report(name: &str, label: &str, disk: &str) -> VmReport {
                 fstype: format!("ext4{EVIL}"),
                 size: 1,
                 mounted: false,
+                mounting: false,
             }],
         }]),
     }

@@ -1,8 +1,12 @@
 //! Parsing of API paths: `/<disk>/<bucket-type>/<bucket…>/<path inside>`.
 //!
 //! The first levels are virtual (disks, bucket types, buckets); what follows
-//! the bucket is passed untouched to the confined resolver, which keeps `..`
-//! and symlinks inside the mount.
+//! the bucket is passed untouched to the daemon's confined resolver, which
+//! keeps `..` and symlinks inside the mount.
+//!
+//! The daemon parses every request path with [`parse`]; the grammar lives in
+//! this crate (pure code, no OS calls) so that it is part of the contract and
+//! can be fuzzed on its own (`fuzz/`, target `api_path`).
 
 use thiserror::Error;
 
