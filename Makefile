@@ -62,6 +62,7 @@ install: build
 	    $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
 	install -m 0755 $(REL)/file-restore $(DESTDIR)$(PREFIX)/bin/file-restore
 	install -m 0755 $(REL)/file-restore-helper $(DESTDIR)$(PREFIX)/lib/file-restore/file-restore-helper
+	install -m 0755 $(REL)/file-restore-keeper $(DESTDIR)$(PREFIX)/lib/file-restore/file-restore-keeper
 	install -m 0644 $(BUILD)/initramfs.img $(DESTDIR)$(PREFIX)/lib/file-restore/initramfs.img
 	install -m 0644 $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinux
 	$(if $(VHOST_DEVICE_VSOCK),install -m 0755 $(VHOST_DEVICE_VSOCK) $(DESTDIR)$(PREFIX)/lib/file-restore/vhost-device-vsock,@echo "install: vhost-device-vsock not found; kernel vsock only unless it is on PATH")

@@ -96,6 +96,7 @@ fi
 say "checking the installed files"
 in_root file-restore --version
 for f in /usr/bin/file-restore /usr/lib/file-restore/file-restore-helper \
+         /usr/lib/file-restore/file-restore-keeper \
          /usr/lib/file-restore/vhost-device-vsock; do
     in_root test -x "$f" || die "$f is missing or not executable"
 done

@@ -3,7 +3,7 @@
 # `make build` produced and the checked-in debian/ directory (control template,
 # copyright, README.Debian):
 #   /usr/bin/file-restore
-#   /usr/lib/file-restore/{file-restore-helper,vmlinux,initramfs.img,vhost-device-vsock}
+#   /usr/lib/file-restore/{file-restore-helper,file-restore-keeper,vmlinux,initramfs.img,vhost-device-vsock}
 #   /usr/share/man/man1/file-restore*.1.gz, bash/zsh/fish completions, /usr/share/doc
 # The helper is installed 0755, not setuid (README.Debian says how to enable it).
 #
@@ -16,7 +16,7 @@ BUILD=${1:?usage: scripts/mkdeb.sh BUILD_DIR CARGO_RELEASE_DIR}
 REL=${2:?usage: scripts/mkdeb.sh BUILD_DIR CARGO_RELEASE_DIR}
 die() { echo "mkdeb: error: $*" >&2; exit 1; }
 
-for f in "$REL/file-restore" "$REL/file-restore-helper" "$BUILD/vmlinux" "$BUILD/initramfs.img" \
+for f in "$REL/file-restore" "$REL/file-restore-helper" "$REL/file-restore-keeper" "$BUILD/vmlinux" "$BUILD/initramfs.img" \
          "$BUILD/man/file-restore.1" "$BUILD/completions/file-restore.bash"; do
     [ -s "$f" ] || die "$f is missing: run make build"
 done
@@ -37,6 +37,7 @@ install -d -m 0755 "$ROOT/usr/bin" "$LIB" "$ROOT/usr/share/man/man1" "$DOC" \
     "$ROOT/usr/share/fish/vendor_completions.d"
 install -s -m 0755 "$REL/file-restore" "$ROOT/usr/bin/file-restore"
 install -s -m 0755 "$REL/file-restore-helper" "$LIB/file-restore-helper"
+install -s -m 0755 "$REL/file-restore-keeper" "$LIB/file-restore-keeper"
 install -s -m 0755 "$VSOCK" "$LIB/vhost-device-vsock"
 install -m 0644 "$BUILD/vmlinux" "$LIB/vmlinux"
 install -m 0644 "$BUILD/initramfs.img" "$LIB/initramfs.img"
@@ -52,7 +53,7 @@ install -m 0644 docs/ARCHITECTURE.md docs/API.md "$DOC/"
 chmod 0644 "$ROOT"/usr/share/man/man1/*.gz
 
 # The newest glibc symbol version any shipped binary needs.
-LIBC=$(for b in "$ROOT/usr/bin/file-restore" "$LIB/file-restore-helper" "$LIB/vhost-device-vsock"; do
+LIBC=$(for b in "$ROOT/usr/bin/file-restore" "$LIB/file-restore-helper" "$LIB/file-restore-keeper" "$LIB/vhost-device-vsock"; do
            objdump -T "$b" | grep -o 'GLIBC_[0-9][0-9.]*' ; done | sed 's/GLIBC_//' | sort -uV | tail -n 1)
 [ -n "$LIBC" ] || die "cannot find the glibc version the binaries need (objdump)"
 SIZE=$(du -sk --exclude=DEBIAN "$ROOT" | cut -f1)

@@ -23,6 +23,7 @@ use crate::client::DaemonClient;
 use crate::helper_protocol::cids::{cid_range, no_range_reason};
 use crate::helper_protocol::{self, DiskRequest, DiskSource, ALLOWED_FORMATS};
 use crate::initrd::{self, InitrdError};
+use crate::keeper::KeeperOptions;
 use crate::process::{find_program, tail_lines};
 use crate::qemu::{self, Accel};
 use crate::transport::VsockAddr;
@@ -149,6 +150,10 @@ pub struct LaunchOptions {
     pub cpus: u32,
     /// Guest RAM; `None`: [`qemu::memory_for_disks`].
     pub memory_mib: Option<u32>,
+    /// The host-side keeper of the VM's lifetime and console log
+    /// ([`crate::keeper`]); `None`: none (the VM then lives until its
+    /// guest powers it off or it is stopped).
+    pub keeper: Option<KeeperOptions>,
 }
 
 impl LaunchOptions {
@@ -174,6 +179,7 @@ impl LaunchOptions {
             port: file_restore_wire::DEFAULT_PORT,
             cpus: 1,
             memory_mib: None,
+            keeper: Some(KeeperOptions::default()),
         }
     }
 }
@@ -254,6 +260,9 @@ pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
         initramfs: &initramfs,
     };
     let result = start_in(&opts, binaries, transport, &accels, &run_dir).await;
+    if let (Ok(vm), Some(keeper)) = (&result, &opts.keeper) {
+        crate::keeper::spawn(vm, keeper).await;
+    }
     if result.is_err() {
         keep_failure_logs(&opts.base_dir, &run_dir);
         if let Err(e) = std::fs::remove_dir_all(&run_dir) {

@@ -14,6 +14,7 @@ pub mod client;
 mod guest_ready;
 pub mod helper_protocol;
 pub mod initrd;
+pub mod keeper;
 pub mod launch;
 pub mod process;
 pub mod qemu;

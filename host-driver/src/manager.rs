@@ -301,7 +301,8 @@ impl Manager {
 
     /// Returns a running VM for `source_arg`, reusing the recorded one if it
     /// answers, waiting for one another invocation is starting, else
-    /// starting one. `notes` receives messages for the user (a dead VM
+    /// starting one. The VM counts as in use for the rest of this process
+    /// ([`crate::keeper::mark_in_use`]). `notes` receives messages for the user (a dead VM
     /// removed, a VM started).
     pub async fn ensure_vm(
         &self,
@@ -323,6 +324,7 @@ impl Manager {
                 Some(MapSlot::Running(entry)) => {
                     drop(map);
                     if Self::answers(&entry).await {
+                        crate::keeper::mark_in_use(&entry.vm.run_dir);
                         return Ok((name, entry));
                     }
                     // Replace it, unless another invocation did meanwhile.
@@ -382,6 +384,7 @@ impl Manager {
         };
         let started = self.start(&src).await;
         let entry = self.commit(&name, &reservation, started).await?;
+        crate::keeper::mark_in_use(&entry.vm.run_dir);
         notes.push(format!(
             "started VM {name} (pid {}, {})",
             entry.vm.pid, entry.vm.accel

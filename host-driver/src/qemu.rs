@@ -151,8 +151,11 @@ impl VmConfig {
         ]);
         // Console and QMP as explicit chardevs: their paths go through QEMU's
         // option parser, where commas must be doubled.
+        // append=on: the keeper cuts the log back at its cap (crate::keeper);
+        // QEMU then writes at the new end instead of leaving a hole.
         let mut con = OsString::from("file,id=con0,path=");
         con.push(escape_option_value(self.console_log.as_os_str()));
+        con.push(",append=on");
         a.push2("-chardev", con);
         a.push2("-serial", "chardev:con0");
         let mut qmp = OsString::from("socket,id=qmp0,path=");
@@ -335,7 +338,7 @@ mod tests {
         assert!(has_pair(
             &a,
             "-chardev",
-            "file,id=con0,path=/run/vm,,1/console.log"
+            "file,id=con0,path=/run/vm,,1/console.log,append=on"
         ));
         assert!(has_pair(&a, "-serial", "chardev:con0"));
         assert!(has_pair(

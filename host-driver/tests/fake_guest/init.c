@@ -11,6 +11,7 @@
  * An optional /mode file changes that:
  *   wrong-proof  the proof is made with another key (a VM that does not know the ticket)
  *   stall        connections are accepted and read, never answered
+ *   chatty       a child prints to the console without end (a guest flooding its log)
  * Once it listens it connects to the host's port 1025 and closes again: the
  * ready signal the host waits for before it connects (src/guest_ready.rs).
  * Compiled after proof.c (common::fake_guest_source).
@@ -45,6 +46,7 @@ int main(void) {
     if (mf >= 0 && read(mf, mode, sizeof mode - 1) < 0)
         perror("/mode");
     int stall = !strncmp(mode, "stall", 5);
+    int chatty = !strncmp(mode, "chatty", 6);
     const char *proof_key = !strncmp(mode, "wrong-proof", 11) ? "not-the-ticket" : ticket;
 
     int s = socket(AF_VSOCK, SOCK_STREAM, 0);
@@ -65,6 +67,13 @@ int main(void) {
         perror("ready signal");
     if (r >= 0)
         close(r);
+    if (chatty && fork() == 0) {
+        static char line[4096];
+        memset(line, 'x', sizeof line - 1);
+        line[sizeof line - 2] = '\n';
+        for (;;)
+            fputs(line, stdout);
+    }
     for (;;) {
         int c = accept(s, NULL, NULL);
         if (c < 0)
