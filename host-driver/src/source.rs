@@ -14,6 +14,7 @@
 mod chain;
 mod escape;
 pub mod format;
+pub mod header;
 mod qemu_img;
 mod sanity;
 #[cfg(test)]
@@ -521,8 +522,9 @@ fn resolve_one(
     f: &ImageFile,
     lone_file: bool,
 ) -> Result<(DiskImage, format::Decided), SourceError> {
-    let decided = format::decide(&f.path)?;
-    check_backing_chain(&f.path, &decided.format, &store_root_for(&f.path))?;
+    let root = store_root_for(&f.path);
+    let decided = format::decide(&f.path, &root)?;
+    check_backing_chain(&f.path, &decided.format, &root)?;
     // A blank raw disk in a snapshot directory is normal (a scratch
     // disk); a lone SOURCE file that holds no disk is a mistake.
     sanity::check_content(&f.path, &decided.format, lone_file)?;

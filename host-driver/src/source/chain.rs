@@ -13,6 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::format;
+use super::header;
 use super::qemu_img::{self, ImgInfo};
 use super::SourceError;
 
@@ -55,6 +56,10 @@ pub fn check_backing_chain(img: &Path, format: &str, store_root: &Path) -> Resul
     let mut format: Option<String> = Some(top_format.to_string());
     let mut seen = HashSet::from([top.clone()]);
     for _ in 0..=MAX_CHAIN_DEPTH {
+        // What the member's own header names, before qemu-img opens it.
+        if format.as_deref() != Some("raw") {
+            check_header_references(&current, &root)?;
+        }
         let info = qemu_img::info(&current, format.as_deref())?;
         check_external_files(&current, &info, &root)?;
         let Some(backing) = info.backing_filename.as_deref() else {
@@ -101,20 +106,43 @@ fn cross_check(top: &Path, format: &str, root: &Path) -> Result<(), SourceError>
     Ok(())
 }
 
+/// Validates the files `image`'s own header names ([`super::header`]), before
+/// anything opens it: each must be a plain file inside `store_root`, a
+/// relative external data file is refused.
+pub(super) fn check_header_references(image: &Path, store_root: &Path) -> Result<(), SourceError> {
+    let root = fs::canonicalize(store_root).map_err(|e| SourceError::Stat {
+        path: store_root.to_path_buf(),
+        source: e,
+    })?;
+    let named = header::references(image).map_err(|e| SourceError::Stat {
+        path: image.to_path_buf(),
+        source: e,
+    })?;
+    for r in named {
+        if r.what == "external data file" && !Path::new(&r.name).is_absolute() {
+            return Err(relative_data_file(image, r.name, &root));
+        }
+        validate_member(image, r.what, &r.name, &root)?;
+    }
+    Ok(())
+}
+
+fn relative_data_file(image: &Path, file: String, root: &Path) -> SourceError {
+    // QEMU opens a relative data file against its own working directory, not
+    // the image's: refuse rather than guess.
+    SourceError::Refused {
+        image: image.to_path_buf(),
+        what: "external data file",
+        file,
+        store_root: root.to_path_buf(),
+        reason: "a relative external data file is resolved against QEMU's working directory".into(),
+    }
+}
+
 fn check_external_files(image: &Path, info: &ImgInfo, root: &Path) -> Result<(), SourceError> {
     for (what, file) in info.external_files() {
         if what == "external data file" && !Path::new(&file).is_absolute() {
-            // QEMU opens a relative data file against its own working
-            // directory, not the image's: refuse rather than guess.
-            return Err(SourceError::Refused {
-                image: image.to_path_buf(),
-                what,
-                file,
-                store_root: root.to_path_buf(),
-                reason: "a relative external data file is resolved against QEMU's working \
-                         directory"
-                    .into(),
-            });
+            return Err(relative_data_file(image, file, root));
         }
         validate_member(image, what, &file, root)?;
     }

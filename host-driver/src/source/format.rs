@@ -76,7 +76,11 @@ pub fn format_for_extension(path: &Path) -> Option<&'static str> {
 ///
 /// `path` must be a regular file or a block device; anything else (a fifo, a
 /// socket) is refused before `qemu-img` could block on it.
-pub fn decide(path: &Path) -> Result<Decided, SourceError> {
+///
+/// Before `qemu-img` opens a qcow2 or vmdk, the files its header names (read
+/// by [`super::header`]) must pass the same checks as backing files inside
+/// `store_root`; a probed image that names any is refused unopened.
+pub fn decide(path: &Path, store_root: &Path) -> Result<Decided, SourceError> {
     let meta = fs::metadata(path).map_err(|e| SourceError::Stat {
         path: path.to_path_buf(),
         source: e,
@@ -86,12 +90,16 @@ pub fn decide(path: &Path) -> Result<Decided, SourceError> {
         return Err(SourceError::UnsupportedKind(path.to_path_buf()));
     }
     match format_for_extension(path) {
-        Some(format) => from_extension(path, format),
+        Some(format) => from_extension(path, format, store_root),
         None => probed(path),
     }
 }
 
-fn from_extension(path: &Path, format: &'static str) -> Result<Decided, SourceError> {
+fn from_extension(
+    path: &Path,
+    format: &'static str,
+    store_root: &Path,
+) -> Result<Decided, SourceError> {
     let decided = |info| Decided {
         format: format.to_string(),
         origin: Origin::Extension,
@@ -100,6 +108,18 @@ fn from_extension(path: &Path, format: &'static str) -> Result<Decided, SourceEr
     if format == "raw" {
         // Raw is what the store says: no probe, whatever the bytes look like.
         return Ok(decided(qemu_img::info(path, Some("raw"))?));
+    }
+    // A qcow2 or vmdk header under another format's name is refused before
+    // qemu-img's probe could open what it names.
+    let sniffed = super::header::kind(path).map_err(|e| SourceError::Stat {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    if let Some(kind) = sniffed.filter(|k| k.format() != format) {
+        return Err(mismatch(path, format, kind.format(), None));
+    }
+    if sniffed.is_some() {
+        super::chain::check_header_references(path, store_root)?;
     }
     let probed = qemu_img::info(path, None)?.format;
     // qemu's vpc probe looks only at the start of the file, but a fixed VHD
@@ -146,6 +166,27 @@ fn mismatch(path: &Path, format: &str, probed: &str, detail: Option<String>) -> 
 }
 
 fn probed(path: &Path) -> Result<Decided, SourceError> {
+    // Our own reading first: qemu-img would open what the header names.
+    let named = super::header::references(path).map_err(|e| SourceError::Stat {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    if !named.is_empty() {
+        let references: Vec<String> = named
+            .iter()
+            .map(|r| format!("{} '{}'", r.what, r.name))
+            .collect();
+        return Err(SourceError::ProbedReferences {
+            path: path.to_path_buf(),
+            format: if named.iter().any(|r| r.what.starts_with("vmdk")) {
+                "vmdk"
+            } else {
+                "qcow2"
+            }
+            .into(),
+            references: references.join(", "),
+        });
+    }
     let info = qemu_img::info(path, None)?;
     let mut refs: Vec<String> = Vec::new();
     if let Some(b) = &info.backing_filename {

@@ -442,7 +442,7 @@ fn raw_extension_is_raw_whatever_the_content() {
     let len = fs::metadata(&disk).unwrap().len();
     assert_eq!(disks[0].virtual_size, len.div_ceil(512) * 512);
     assert_eq!(disks[1].virtual_size, 4096);
-    let d = format::decide(&disk).unwrap();
+    let d = format::decide(&disk, disk.parent().unwrap()).unwrap();
     assert_eq!(d.origin, format::Origin::Extension);
     assert!(d.info.backing_filename.is_none());
 }
@@ -485,7 +485,7 @@ fn probed_image_referencing_files_is_refused() {
     let d = dir.path().join("data.raw");
     let ext = dir.path().join("ext.img");
     create_with_data_file(&ext, &d);
-    let e = err_text(format::decide(&ext));
+    let e = err_text(format::decide(&ext, ext.parent().unwrap()));
     assert!(
         e.contains("ext.img") && e.contains("external data file"),
         "{e}"
@@ -497,7 +497,7 @@ fn probed_self_contained_image_is_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("plain.img");
     create(&img, "qcow2");
-    let d = format::decide(&img).unwrap();
+    let d = format::decide(&img, img.parent().unwrap()).unwrap();
     assert_eq!(
         (d.format.as_str(), d.origin),
         ("qcow2", format::Origin::Probed)
@@ -520,14 +520,14 @@ fn extension_contradicted_by_content_is_refused() {
     // A qcow2 named .vmdk, a VMDK descriptor named .qcow2.
     let v = dir.path().join("y.vmdk");
     create(&v, "qcow2");
-    let e = err_text(format::decide(&v));
+    let e = err_text(format::decide(&v, v.parent().unwrap()));
     assert!(
         e.contains("y.vmdk") && e.contains("vmdk") && e.contains("is qcow2"),
         "{e}"
     );
     let z = dir.path().join("z.qcow2");
     fs::write(&z, vmdk_descriptor("/etc/hostname")).unwrap();
-    let e = err_text(format::decide(&z));
+    let e = err_text(format::decide(&z, z.parent().unwrap()));
     assert!(e.contains("z.qcow2") && e.contains("is vmdk"), "{e}");
 }
 
@@ -544,7 +544,7 @@ fn named_formats_still_work() {
     ] {
         let p = dir.path().join(name);
         create(&p, fmt);
-        let d = format::decide(&p).unwrap();
+        let d = format::decide(&p, p.parent().unwrap()).unwrap();
         assert_eq!(
             (d.format.as_str(), d.origin),
             (want, format::Origin::Extension)
@@ -561,7 +561,12 @@ fn named_formats_still_work() {
         fixed.to_str().unwrap(),
         "1M",
     ]);
-    assert_eq!(format::decide(&fixed).unwrap().format, "vpc");
+    assert_eq!(
+        format::decide(&fixed, fixed.parent().unwrap())
+            .unwrap()
+            .format,
+        "vpc"
+    );
     let disks = resolve_images(&Source::Directory(dir.path().into())).unwrap();
     assert_eq!(disks.len(), 7);
 }
@@ -631,4 +636,28 @@ fn unrecorded_backing_format_must_match_the_backing_content() {
     .unwrap();
     create_with_backing(&top, "../qemu-1700000000/drive-scsi0.raw", "raw");
     check_backing_chain(&top, "qcow2", &store).unwrap();
+}
+
+/// A vmdk descriptor naming a FIFO as its extent: `qemu-img info` would open
+/// it and hang until its timeout; our own reading of the descriptor refuses
+/// it at once, named (the .vmdk), or refuses the probed .img unopened.
+#[test]
+fn fifo_extent_refused_before_qemu_img_opens_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("extent.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for name in ["disk.vmdk", "disk.img"] {
+        let img = dir.path().join(name);
+        fs::write(&img, vmdk_descriptor("extent.fifo")).unwrap();
+        let start = Instant::now();
+        let e = err_text(resolve_images(&Source::Image(img.clone())));
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(2), "{name}: took {took:?}: {e}");
+        assert!(e.contains(name) && e.contains("extent.fifo"), "{name}: {e}");
+        assert!(
+            e.contains("not a regular file") || e.contains("references other files"),
+            "{name}: {e}"
+        );
+    }
 }
