@@ -103,6 +103,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let new_manager = || manager(&settings);
     match cmd {
+        Cmd::Serve {
+            listen,
+            allow_remote,
+            roots,
+            sources,
+        } => {
+            let opts = file_restore::web::ServeOptions {
+                listen,
+                allow_remote,
+                roots,
+                sources,
+            };
+            let driver = file_restore::driver::QemuDriver::new(new_manager()?);
+            Ok(file_restore::web::serve(opts, driver).await?)
+        }
         Cmd::Completions { shell } => {
             completions::write(shell, &mut std::io::stdout().lock());
             Ok(())
