@@ -1,5 +1,6 @@
 //! The cases: security refusals, the JSON API, downloads compared with the
-//! fixture manifest by sha256, status and stop, shutdown on SIGTERM.
+//! fixture manifest by sha256, the browser ([`crate::browser`]), status and
+//! stop, shutdown on SIGTERM.
 
 use crate::http::{self, Answer};
 use crate::Web;
@@ -63,7 +64,7 @@ fn expect_status(a: &Answer, want: u16, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+pub(crate) fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()
         .map(|x| format!("{x:02x}"))
@@ -71,7 +72,7 @@ fn sha256_hex(b: &[u8]) -> String {
 }
 
 /// Files of the good bucket's manifest: relative path -> sha256.
-fn manifest_files(ctx: &Web) -> Result<BTreeMap<Vec<u8>, (String, u64)>> {
+pub(crate) fn manifest_files(ctx: &Web) -> Result<BTreeMap<Vec<u8>, (String, u64)>> {
     let idx: Value = serde_json::from_slice(&std::fs::read(ctx.fixtures.join("fixtures.json"))?)?;
     let name = idx["images"]["zeroed-super.img"]["buckets"]["part/2"]["manifest"]
         .as_str()
@@ -97,7 +98,10 @@ fn vm_path(rel: &[u8]) -> Vec<u8> {
 
 /// The manifest's files below directory `dir` (relative), keyed by their
 /// path inside that directory.
-fn files_below(files: &BTreeMap<Vec<u8>, (String, u64)>, dir: &[u8]) -> BTreeMap<Vec<u8>, String> {
+pub(crate) fn files_below(
+    files: &BTreeMap<Vec<u8>, (String, u64)>,
+    dir: &[u8],
+) -> BTreeMap<Vec<u8>, String> {
     let mut prefix = dir.to_vec();
     prefix.push(b'/');
     files
@@ -112,6 +116,7 @@ fn files_below(files: &BTreeMap<Vec<u8>, (String, u64)>, dir: &[u8]) -> BTreeMap
 /// Adds every case to `g`.
 pub fn cases(g: &mut Group<Web>, url: &str) {
     let url = url.to_string();
+    let url_for_browser = url.clone();
     g.case(
         "security::url_token_sets_cookie_and_redirects",
         move |ctx| {
@@ -481,6 +486,7 @@ pub fn cases(g: &mut Group<Web>, url: &str) {
         let a = download(ctx, &vm_path(b"docs"), None, &[])?;
         expect_status(&a, 400, "docs as a plain file")
     });
+    crate::browser::cases(g, &url_for_browser);
     g.case("vm::status_and_stop_button", |ctx| {
         let vms = ctx.get("/api/status")?.json()?;
         let name = vms[0]["name"]
@@ -538,7 +544,7 @@ fn csrf_token(ctx: &Web) -> Result<String> {
     Ok(rest.split('"').next().unwrap_or_default().to_string())
 }
 
-fn compare_trees(
+pub(crate) fn compare_trees(
     got: &BTreeMap<Vec<u8>, String>,
     want: &BTreeMap<Vec<u8>, String>,
     what: &str,

@@ -8,6 +8,7 @@
 //! snapshots are listed but never opened.
 
 mod api;
+mod browser;
 mod http;
 
 use anyhow::{bail, Context, Result};
