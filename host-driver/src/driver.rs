@@ -1,7 +1,7 @@
-//! One interface in front of the VM manager for every frontend (the web UI
-//! now; the CLI's list/extract/status/stop can move onto it): status, stop,
-//! list and extract by SOURCE, with the QEMU micro-VM driver
-//! ([`QemuDriver`]) as its implementation.
+//! One interface in front of the VM manager for every frontend (the CLI's
+//! `list`, `status` and `stop`, and the web UI): status, stop, list and
+//! extract by SOURCE, with the QEMU micro-VM driver ([`QemuDriver`]) as its
+//! implementation.
 //!
 //! [`QemuDriver`] keeps the VM it got for each SOURCE, so many requests (many
 //! browser tabs) on one SOURCE share one VM without asking the VM map each
@@ -21,7 +21,7 @@ use crate::manager::{Manager, ManagerError, VmReport};
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     /// No VM could be had for the SOURCE (bad source, start failed, ...).
-    #[error("cannot open {source_arg}: {error}")]
+    #[error("cannot open {source_arg}")]
     Open {
         /// The SOURCE as given.
         source_arg: String,
@@ -52,8 +52,7 @@ impl DriverError {
 /// through this trait; the futures are `Send` so a server can run them on
 /// any worker.
 pub trait BlockRestoreDriver: Send + Sync + 'static {
-    /// The running VMs of this user (`file-restore status`). Notes (a dead
-    /// VM removed) go to the log.
+    /// The running VMs of this user (`file-restore status`).
     fn status(&self) -> impl Future<Output = Result<Vec<VmReport>, DriverError>> + Send;
 
     /// Stops the VM named `name` (or, when no VM has that name, every VM
@@ -83,13 +82,17 @@ pub trait BlockRestoreDriver: Send + Sync + 'static {
     ) -> impl Future<Output = Result<ExtractStream, DriverError>> + Send;
 }
 
+/// Receives the manager's messages for people (a VM started, a dead VM
+/// removed).
+pub type NoteSink = Box<dyn Fn(&str) + Send + Sync>;
+
 /// The QEMU micro-VM implementation of [`BlockRestoreDriver`], on a
 /// [`Manager`].
-#[derive(Debug)]
 pub struct QemuDriver {
     manager: Manager,
     /// The daemon client of the VM last used for each SOURCE argument.
     clients: Mutex<HashMap<String, DaemonClient>>,
+    notes: NoteSink,
 }
 
 /// Whether a failed call may mean the VM is gone (rather than the daemon
@@ -106,12 +109,20 @@ fn vm_may_be_gone(e: &ClientError) -> bool {
 }
 
 impl QemuDriver {
-    /// A driver on `manager`, shareable between tasks.
-    pub fn new(manager: Manager) -> Arc<QemuDriver> {
+    /// A driver on `manager`, shareable between tasks, whose notes go to
+    /// `notes` (the CLI prints them on stderr).
+    pub fn new(manager: Manager, notes: NoteSink) -> Arc<QemuDriver> {
         Arc::new(QemuDriver {
             manager,
             clients: Mutex::new(HashMap::new()),
+            notes,
         })
+    }
+
+    fn note_all(&self, notes: Vec<String>) {
+        for n in notes {
+            (self.notes)(&n);
+        }
     }
 
     fn cached(&self, source: &str) -> Option<DaemonClient> {
@@ -136,9 +147,7 @@ impl QemuDriver {
         }
         let mut notes = Vec::new();
         let got = self.manager.ensure_vm(source, &mut notes).await;
-        for n in notes {
-            log::info!("{n}");
-        }
+        self.note_all(notes);
         let (_, entry) = got.map_err(|error| DriverError::Open {
             source_arg: source.to_owned(),
             error,
@@ -176,9 +185,7 @@ impl BlockRestoreDriver for QemuDriver {
     async fn status(&self) -> Result<Vec<VmReport>, DriverError> {
         let mut notes = Vec::new();
         let r = self.manager.status(&mut notes).await;
-        for n in notes {
-            log::info!("{n}");
-        }
+        self.note_all(notes);
         Ok(r?)
     }
 

@@ -14,11 +14,13 @@ mod output;
 use anyhow::Context;
 use clap::Parser;
 use cli::{Accel, Cli, Cmd, Transport};
+use file_restore::driver::{BlockRestoreDriver, DriverError, QemuDriver};
 use file_restore::manager::{Manager, VmEntry};
 use file_restore::{AccelPreference, TransportPreference};
 use output::{daemon_error, error_line, info, print_notes};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn main() {
@@ -102,6 +104,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         transport,
     };
     let new_manager = || manager(&settings);
+    // list, status, stop and serve go through the driver interface; its notes
+    // (VM started, dead VM removed) are printed on stderr as before.
+    let new_driver = || -> anyhow::Result<Arc<QemuDriver>> {
+        Ok(QemuDriver::new(new_manager()?, Box::new(info)))
+    };
     match cmd {
         Cmd::Serve {
             listen,
@@ -115,8 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 roots,
                 sources,
             };
-            let driver = file_restore::driver::QemuDriver::new(new_manager()?);
-            Ok(file_restore::web::serve(opts, driver).await?)
+            Ok(file_restore::web::serve(opts, new_driver()?).await?)
         }
         Cmd::Completions { shell } => {
             completions::write(shell, &mut std::io::stdout().lock());
@@ -131,11 +137,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let path = path
                 .map(|p| p.as_bytes().to_vec())
                 .unwrap_or_else(|| b"/".to_vec());
-            let m = new_manager()?;
+            let driver = new_driver()?;
             let work = async {
-                let (_, entry) = vm_for(&m, &source).await?;
-                let client = entry.vm.client();
-                client.list(&path).await.map_err(|e| daemon_error(e, &path))
+                driver.list(&source, &path).await.map_err(|e| match e {
+                    DriverError::Client(e) => daemon_error(e, &path),
+                    other => other.into(),
+                })
             };
             let mut entries = match timeout {
                 Some(s) => tokio::time::timeout(Duration::from_secs(s), work)
@@ -166,14 +173,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             extract::extract(&entry, path.as_bytes(), target.as_deref(), &opts).await
         }
         Cmd::Status { output_format } => {
-            let m = new_manager()?;
-            let mut notes = Vec::new();
-            let reports = m.status(&mut notes).await;
-            print_notes(&mut notes);
-            output::write_status(&mut std::io::stdout().lock(), &reports?, output_format)
+            let reports = new_driver()?.status().await?;
+            output::write_status(&mut std::io::stdout().lock(), &reports, output_format)
         }
         Cmd::Stop { name, all } => {
-            let stopped = new_manager()?
+            let stopped = new_driver()?
                 .stop(if all { None } else { name.as_deref() })
                 .await?;
             if stopped.is_empty() {
