@@ -11,13 +11,12 @@ mod completions;
 mod extract;
 mod output;
 
-use anyhow::Context;
 use clap::Parser;
 use cli::{Accel, Cli, Cmd, Transport};
-use file_restore::driver::{BlockRestoreDriver, DriverError, QemuDriver};
-use file_restore::manager::{Manager, VmEntry};
+use file_restore::driver::{BlockRestoreDriver, QemuDriver};
+use file_restore::manager::Manager;
 use file_restore::{AccelPreference, TransportPreference};
-use output::{daemon_error, error_line, info, print_notes};
+use output::{driver_error, error_line, info};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -79,13 +78,6 @@ struct CliSettings {
     transport: Transport,
 }
 
-async fn vm_for(m: &Manager, source: &str) -> anyhow::Result<(String, VmEntry)> {
-    let mut notes = Vec::new();
-    let r = m.ensure_vm(source, &mut notes).await;
-    print_notes(&mut notes);
-    r.with_context(|| format!("cannot open {source}"))
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli {
         cmd,
@@ -139,10 +131,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_else(|| b"/".to_vec());
             let driver = new_driver()?;
             let work = async {
-                driver.list(&source, &path).await.map_err(|e| match e {
-                    DriverError::Client(e) => daemon_error(e, &path),
-                    other => other.into(),
-                })
+                driver
+                    .list(&source, &path)
+                    .await
+                    .map_err(|e| driver_error(e, &path))
             };
             let mut entries = match timeout {
                 Some(s) => tokio::time::timeout(Duration::from_secs(s), work)
@@ -162,15 +154,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             overwrite,
             same_owner,
         } => {
-            let m = new_manager()?;
-            let (_, entry) = vm_for(&m, &source).await?;
+            let driver = new_driver()?;
             let opts = extract::ExtractOpts {
                 format,
                 zstd,
                 overwrite,
                 same_owner,
             };
-            extract::extract(&entry, path.as_bytes(), target.as_deref(), &opts).await
+            extract::extract(
+                driver.as_ref(),
+                &source,
+                path.as_bytes(),
+                target.as_deref(),
+                &opts,
+            )
+            .await
         }
         Cmd::Status { output_format } => {
             let reports = new_driver()?.status().await?;
