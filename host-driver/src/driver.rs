@@ -1,5 +1,5 @@
 //! One interface in front of the VM manager for every frontend (the CLI's
-//! `list`, `status` and `stop`, and the web UI): status, stop, list and
+//! `list`, `extract`, `status` and `stop`, and the web UI): status, stop, list and
 //! extract by SOURCE, with the QEMU micro-VM driver ([`QemuDriver`]) as its
 //! implementation.
 //!

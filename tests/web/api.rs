@@ -482,6 +482,39 @@ pub fn cases(g: &mut Group<Web>, url: &str) {
         }
         compare_trees(&got, &want, "tar.zst")
     });
+    g.case("download::selection_as_one_tar", |ctx| {
+        let files = manifest_files(ctx)?;
+        let target = format!(
+            "/api/archive?source={}&path={}&path={}",
+            src_q(ctx),
+            path_q(&vm_path(b"docs/sub00-a")),
+            path_q(&vm_path(b"Mixed Case Name.txt"))
+        );
+        let a = ctx.get(&target)?;
+        expect_status(&a, 200, "a selection as tar")?;
+        ensure!(
+            a.header("content-disposition")
+                .is_some_and(|d| d.contains("selection.tar")),
+            "disposition"
+        );
+        let mut want: BTreeMap<Vec<u8>, String> = files_below(&files, b"docs/sub00-a")
+            .into_iter()
+            .map(|(p, sha)| ([b"sub00-a/".as_slice(), &p].concat(), sha))
+            .collect();
+        let (sha, _) = files
+            .get(b"Mixed Case Name.txt".as_slice())
+            .context("no Mixed Case Name.txt")?;
+        want.insert(b"Mixed Case Name.txt".to_vec(), sha.clone());
+        compare_trees(&tar_files(&a.body)?, &want, "selection.tar")?;
+        let missing = format!(
+            "/api/archive?source={}&path={}",
+            src_q(ctx),
+            path_q(&vm_path(b"nope"))
+        );
+        expect_status(&ctx.get(&missing)?, 404, "a selection of a missing path")?;
+        let none = format!("/api/archive?source={}", src_q(ctx));
+        expect_status(&ctx.get(&none)?, 400, "an empty selection")
+    });
     g.case("download::directory_as_plain_refused", |ctx| {
         let a = download(ctx, &vm_path(b"docs"), None, &[])?;
         expect_status(&a, 400, "docs as a plain file")
@@ -542,6 +575,21 @@ fn csrf_token(ctx: &Web) -> Result<String> {
         .split_once("name=\"csrf\" content=\"")
         .context("no csrf meta")?;
     Ok(rest.split('"').next().unwrap_or_default().to_string())
+}
+
+/// The regular files of a tar and their sha256.
+pub(crate) fn tar_files(bytes: &[u8]) -> Result<BTreeMap<Vec<u8>, String>> {
+    let mut out = BTreeMap::new();
+    for e in tar::Archive::new(bytes).entries()? {
+        let mut e = e?;
+        if e.header().entry_type().is_file() {
+            let name = e.path_bytes().into_owned();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b)?;
+            out.insert(name, sha256_hex(&b));
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn compare_trees(

@@ -1,14 +1,14 @@
 //! The page in headless Chromium (Debian's chromium and chromedriver, through
 //! fantoccini): open the printed URL, expand disk -> bucket -> directory, see
-//! the broken bucket's error in place, filter, download a file and a
-//! directory as zip and compare them with the manifest, move with the
-//! keyboard, and save a screenshot.
+//! the broken bucket's error in place, filter, download a file, a directory
+//! as zip and a multi-selection as one tar and compare them with the
+//! manifest, move with the keyboard, and save a screenshot.
 //!
 //! fantoccini rather than Playwright: it is a Rust crate (no Node toolchain,
 //! no browser download at test time, which this project's machines cannot do)
 //! and speaks plain WebDriver to the chromedriver Debian ships with chromium.
 
-use crate::api::{compare_trees, files_below, manifest_files, sha256_hex};
+use crate::api::{compare_trees, files_below, manifest_files, sha256_hex, tar_files};
 use crate::Web;
 use anyhow::{bail, ensure, Context, Result};
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -300,6 +300,29 @@ async fn session(ctx: &Web, c: &Client, url: &str, downloads: &Path) -> Result<(
         &got,
         &files_below(&files, b"docs"),
         "docs.zip from the browser",
+    )?;
+
+    // A multi-selection (a file and a directory) as one tar.
+    for name in ["doc53.txt", "sub00-a"] {
+        let xpath =
+            format!("//tr[td[@class='n']/*[normalize-space(.)='{name}']]//input[@class='pick']");
+        c.find(Locator::XPath(&xpath))
+            .await
+            .with_context(|| format!("no checkbox for {name}"))?
+            .click()
+            .await?;
+    }
+    c.find(Locator::Id("dl-sel")).await?.click().await?;
+    let tar_bytes = downloaded(downloads, "selection.tar").await?;
+    let mut want: BTreeMap<Vec<u8>, String> = files_below(&files, b"docs/sub00-a")
+        .into_iter()
+        .map(|(p, sha)| ([b"sub00-a/".as_slice(), &p].concat(), sha))
+        .collect();
+    want.insert(b"doc53.txt".to_vec(), sha.clone());
+    compare_trees(
+        &tar_files(&tar_bytes)?,
+        &want,
+        "selection.tar from the browser",
     )?;
 
     // Back to the bucket's root for the screenshot (the broken bucket's

@@ -66,6 +66,16 @@ pub fn stream_body(mut stream: ExtractStream) -> StreamBody {
     StreamBody { rx, size_hint }
 }
 
+impl StreamBody {
+    /// A body fed by `rx`, of `size_hint` bytes when known.
+    pub fn from_channel(
+        rx: mpsc::Receiver<Result<Bytes, io::Error>>,
+        size_hint: Option<u64>,
+    ) -> StreamBody {
+        StreamBody { rx, size_hint }
+    }
+}
+
 /// A byte range request against a file of `size` bytes.
 #[derive(Debug, PartialEq, Eq)]
 pub enum RangeAsk {

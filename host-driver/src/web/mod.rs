@@ -8,6 +8,7 @@
 //! ([`catalog`]); every VM call goes through a [`BlockRestoreDriver`]. The
 //! page's HTML, JS and CSS are embedded in the binary ([`assets`]).
 
+mod archive;
 mod assets;
 mod catalog;
 mod download;

@@ -49,6 +49,17 @@ pub fn param(query: Option<&str>, key: &str) -> Option<String> {
         .and_then(|(_, v)| percent_decode(v))
 }
 
+/// Every value of `key` in `query`, decoded (`None` if one is malformed).
+pub fn params(query: Option<&str>, key: &str) -> Option<Vec<String>> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,6 +71,12 @@ mod tests {
         assert_eq!(param(q, "path").as_deref(), Some("L2E="));
         assert_eq!(param(q, "x").as_deref(), Some(""));
         assert_eq!(param(q, "y"), None);
+        let many = Some("path=YQ%3D%3D&x=1&path=Yg%3D%3D");
+        assert_eq!(
+            params(many, "path"),
+            Some(vec!["YQ==".to_string(), "Yg==".to_string()])
+        );
+        assert_eq!(params(Some("path=%zz"), "path"), None);
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");

@@ -10,6 +10,7 @@
 //! | `GET /api/sources` | `{"sources": [CatalogEntry…], "single": id or null}` |
 //! | `GET /api/list?source=ID&path=B64` | the Entry array, directories first, by name |
 //! | `GET /api/download?source=ID&path=B64[&format=zip\|tar.zst]` | the file (Range honoured) or the archive |
+//! | `GET /api/archive?source=ID&path=B64&path=B64…` | the selected paths as one tar |
 //! | `GET /api/status` | the VMs of this catalog's sources (`VmReport`s) |
 //! | `POST /api/stop?name=NAME` | stops that VM (CSRF header needed) |
 //!
@@ -30,7 +31,7 @@ use serde::Serialize;
 use super::assets;
 use super::catalog::Catalog;
 use super::download::{self, RangeAsk};
-use super::query::param;
+use super::query::{param, params};
 use super::security::{self, Access, Guard};
 use crate::client::error_chain;
 use crate::driver::{BlockRestoreDriver, DriverError};
@@ -207,6 +208,36 @@ async fn route<D: BlockRestoreDriver>(state: &State<D>, req: Request<Incoming>) 
             }
             Err(f) => f.answer(),
         },
+        "/api/archive" => match selection_paths(state, q) {
+            Ok(Selection {
+                source,
+                first,
+                rest,
+            }) => {
+                let name = if rest.is_empty() {
+                    format!("{}.tar", base_name(&first))
+                } else {
+                    "selection.tar".to_string()
+                };
+                match super::archive::selection(state.driver.clone(), source, first, rest).await {
+                    Ok(body) => {
+                        let mut r = Response::new(body.boxed());
+                        let h = r.headers_mut();
+                        h.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/x-tar"),
+                        );
+                        if let Ok(v) = HeaderValue::from_str(&download::content_disposition(&name))
+                        {
+                            h.insert(header::CONTENT_DISPOSITION, v);
+                        }
+                        r
+                    }
+                    Err(e) => driver_error(&e),
+                }
+            }
+            Err(f) => f.answer(),
+        },
         "/api/status" => match visible_vms(state).await {
             Ok(vms) => json(StatusCode::OK, &vms),
             Err(e) => driver_error(&e),
@@ -261,6 +292,41 @@ fn source_and_path<D>(state: &State<D>, q: Option<&str>) -> Result<(String, Vec<
         return Err(bad("path must start with /".into()));
     }
     Ok((source, path))
+}
+
+/// Most paths one selection archive may hold.
+const MAX_SELECTION: usize = 1000;
+
+/// A multi-selection: the source and its decoded paths.
+struct Selection {
+    source: String,
+    first: Vec<u8>,
+    rest: Vec<Vec<u8>>,
+}
+
+/// The `source` and the decoded `path`s (at least one) of a selection.
+fn selection_paths<D>(state: &State<D>, q: Option<&str>) -> Result<Selection, Fail> {
+    let (source, _) = source_and_path(state, q)?;
+    let bad = |m: String| Fail(StatusCode::BAD_REQUEST, m);
+    let raw = params(q, "path").ok_or_else(|| bad("a path is not percent-encoded".into()))?;
+    if raw.len() > MAX_SELECTION {
+        return Err(bad(format!("at most {MAX_SELECTION} paths in one archive")));
+    }
+    let mut paths = Vec::with_capacity(raw.len());
+    for p in raw {
+        let p = decode_path(&p).map_err(|e| bad(e.to_string()))?;
+        if p.first() != Some(&b'/') {
+            return Err(bad("path must start with /".into()));
+        }
+        paths.push(p);
+    }
+    let mut paths = paths.into_iter();
+    let first = paths.next().ok_or_else(|| bad("no path selected".into()))?;
+    Ok(Selection {
+        source,
+        first,
+        rest: paths.collect(),
+    })
 }
 
 /// The VMs that serve one of this catalog's sources.

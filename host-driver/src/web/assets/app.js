@@ -34,6 +34,8 @@ async function api(url, opts) {
 const q = (params) => Object.entries(params)
   .map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join("&");
 const listUrl = (source, path) => `/api/list?${q({ source, path })}`;
+const archiveUrl = (source, paths) =>
+  `/api/archive?source=${encodeURIComponent(source)}&${paths.map((p) => `path=${encodeURIComponent(p)}`).join("&")}`;
 const downloadUrl = (source, path, format) =>
   `/api/download?${q(format ? { source, path, format } : { source, path })}`;
 const ROOT_PATH = btoa("/");
@@ -153,7 +155,14 @@ function refreshTreeItems() {
 
 // ------------------------------------------------------------- listing ----
 
-const view = { node: null, entries: [], shown: [], rendered: 0, cursor: -1 };
+const view = { node: null, entries: [], shown: [], rendered: 0, cursor: -1, selected: new Set() };
+const inFilesystem = (node) => node && (node.kind === "bucket" || node.kind === "dir");
+
+function updateSelection() {
+  const n = view.selected.size;
+  $("dl-sel").disabled = n === 0;
+  $("dl-sel").textContent = n ? `Selection as tar (${n})` : "Selection as tar";
+}
 
 function crumbsOf(node) {
   const out = [];
@@ -173,9 +182,13 @@ async function select(node, expandToo) {
   const inFs = node.kind === "bucket" || node.kind === "dir";
   $("dl-zip").disabled = !inFs;
   $("dl-tzst").disabled = !inFs;
+  $("select-all").disabled = !inFs;
+  $("select-all").checked = false;
+  view.selected.clear();
+  updateSelection();
   $("filter").value = "";
   $("message").textContent = "";
-  $("rows").replaceChildren(el("tr", {}, el("td", { colspan: "5", class: "loading" }, "loading…")));
+  $("rows").replaceChildren(el("tr", {}, el("td", { colspan: "6", class: "loading" }, "loading…")));
   if (expandToo) expand(node);
   try {
     const entries = await load(node);
@@ -198,7 +211,8 @@ function applyFilter() {
   $("rows").replaceChildren();
   renderMore();
   const n = view.shown.length, all = view.entries.length;
-  $("count").textContent = f ? `${n} of ${all} entries` : `${all} entries`;
+  const plural = (k) => `${k} ${k === 1 ? "entry" : "entries"}`;
+  $("count").textContent = f ? `${n} of ${plural(all)}` : plural(all);
 }
 
 function renderMore() {
@@ -235,7 +249,18 @@ function row(e, i) {
       el("a", { href: downloadUrl(node.source, e.filepath, "zip"), download: "", class: "dl" }, "zip"), " ",
       el("a", { href: downloadUrl(node.source, e.filepath, "tar.zst"), download: "", class: "dl" }, "tar.zst"));
   }
+  const pick = el("td", { class: "c" });
+  if (inFs && e.type !== "v") {
+    const box = el("input", { type: "checkbox", class: "pick", "aria-label": `Select ${e.text}` });
+    box.checked = view.selected.has(e.filepath);
+    box.addEventListener("change", () => {
+      if (box.checked) view.selected.add(e.filepath); else view.selected.delete(e.filepath);
+      updateSelection();
+    });
+    pick.append(box);
+  }
   const tr = el("tr", { "data-index": String(i), "data-type": e.type },
+    pick,
     el("td", { class: "t", title: TYPE_NAMES[e.type] || e.type }, TYPE_NAMES[e.type] || e.type),
     name,
     el("td", { class: "s" }, humanSize(e.size)),
@@ -277,6 +302,11 @@ function moveCursor(delta) {
   view.cursor = Math.max(0, Math.min(view.shown.length - 1, view.cursor + delta));
   while (view.cursor >= view.rendered) renderMore();
   markCursor();
+}
+
+function toggleCursor() {
+  const box = $("rows").querySelector(`tr[data-index="${view.cursor}"] input.pick`);
+  if (box) { box.checked = !box.checked; box.dispatchEvent(new Event("change")); }
 }
 
 // ------------------------------------------------------------- sources ----
@@ -383,6 +413,7 @@ document.addEventListener("keydown", (ev) => {
     case "End": moveCursor(view.shown.length); break;
     case "Enter": case "ArrowRight": activate(e); break;
     case "d": if (e && !isDirLike(e)) activate(e); break;
+    case " ": toggleCursor(); break;
     case "Backspace": case "ArrowLeft": if (view.node.parent) select(view.node.parent, false); break;
     default: return;
   }
@@ -392,6 +423,18 @@ document.addEventListener("keydown", (ev) => {
 $("filter").addEventListener("input", applyFilter);
 $("dl-zip").addEventListener("click", () => { if (view.node) location.href = downloadUrl(view.node.source, view.node.path, "zip"); });
 $("dl-tzst").addEventListener("click", () => { if (view.node) location.href = downloadUrl(view.node.source, view.node.path, "tar.zst"); });
+$("dl-sel").addEventListener("click", () => {
+  if (view.node && view.selected.size) location.href = archiveUrl(view.node.source, [...view.selected]);
+});
+$("select-all").addEventListener("change", () => {
+  const on = $("select-all").checked;
+  for (const e of view.shown) {
+    if (e.type === "v") continue;
+    if (on) view.selected.add(e.filepath); else view.selected.delete(e.filepath);
+  }
+  $("rows").querySelectorAll("input.pick").forEach((b) => { b.checked = on; });
+  updateSelection();
+});
 $("refresh-status").addEventListener("click", loadStatus);
 $("rows").tabIndex = 0;
 new IntersectionObserver((es) => {
