@@ -1,6 +1,6 @@
 //! The cases: security refusals, the JSON API, downloads compared with the
 //! fixture manifest by sha256, the browser ([`crate::browser`]), status and
-//! stop, shutdown on SIGTERM.
+//! stop.
 
 use crate::http::{self, Answer};
 use crate::Web;
@@ -11,7 +11,6 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::time::{Duration, Instant};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -548,24 +547,6 @@ pub fn cases(g: &mut Group<Web>, url: &str) {
         );
         // The next request starts a fresh VM.
         expect_status(&list(ctx, b"/")?, 200, "list after stop")
-    });
-    g.case("server::sigterm_ends_it", |ctx| {
-        let mut guard = ctx.server.lock().unwrap_or_else(|e| e.into_inner());
-        let child = guard.as_mut().context("server gone")?;
-        let pid = i32::try_from(child.id())?;
-        // SAFETY: kill(2) on the pid of our own child.
-        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
-            bail!("kill: {}", std::io::Error::last_os_error());
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(10) {
-            if child.try_wait()?.is_some() {
-                guard.take();
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bail!("still running 10 s after SIGTERM")
     });
 }
 

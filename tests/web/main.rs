@@ -10,6 +10,7 @@
 mod api;
 mod browser;
 mod http;
+mod server;
 
 use anyhow::{bail, Context, Result};
 use file_restore_tests::fixtures::Fixtures;
@@ -77,7 +78,11 @@ fn target_dir(repo: &Path) -> PathBuf {
 }
 
 /// Starts `serve` and reads the URL line it prints (within 30 s).
-fn start_server(bin: &Path, runtime: &Path, args: &[&std::ffi::OsStr]) -> Result<(Child, String)> {
+pub(crate) fn start_server(
+    bin: &Path,
+    runtime: &Path,
+    args: &[&std::ffi::OsStr],
+) -> Result<(Child, String)> {
     let mut child = Command::new(bin)
         .env("FILE_RESTORE_RUNTIME_DIR", runtime)
         .arg("serve")
@@ -152,6 +157,7 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
 
     let mut g: Group<Web> = Group::new("web", 1);
     api::cases(&mut g, &url);
+    server::cases(&mut g);
     let mut summary = harness::run_groups(&ctx, vec![g], opts, printer);
 
     let (elapsed, failure) = harness::run_one(&ctx, Box::new(cleanup));
