@@ -294,6 +294,7 @@ pub fn cases(g: &mut Group<Web>, url: &str) {
             "snapshot:100:qemu-1700003600",
             "snapshot:100:qemu-1700000000",
             "snapshot:101:qemu-1700000000",
+            "image::big-dir.raw",
         ];
         ensure!(got == want, "sources {got:?}");
         Ok(())

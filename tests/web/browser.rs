@@ -88,6 +88,102 @@ pub fn cases(g: &mut Group<Web>, url: &str) {
     );
 }
 
+/// A directory of [`crate::BIG_DIR_FILES`] entries: the listing arrives,
+/// only a page of rows is in the DOM, and filtering and keyboard moves over
+/// the whole listing stay quick. Stops the other VM first and uses a server
+/// of its own on the scratch root alone (no SOURCE whose disks the page would
+/// open at once), so one VM runs at a time.
+pub fn big_directory_case(g: &mut Group<Web>) {
+    g.case("browser::big_directory_stays_responsive", |ctx| {
+        let out = ctx.cli().args(["stop", "--all"]).output()?;
+        ensure!(out.status.success(), "stop --all failed");
+        let (mut server, url) = crate::start_server(
+            &ctx.bin,
+            &ctx.runtime,
+            &[
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--root".as_ref(),
+                ctx.big_root.as_os_str(),
+            ],
+        )?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let driver = start_chromedriver()?;
+        let downloads = tempfile::tempdir()?;
+        let r = rt.block_on(async {
+            let client = connect(&driver.url, downloads.path()).await?;
+            let r = big_session(&client, &url).await;
+            let _ = client.close().await;
+            r
+        });
+        let _ = server.kill();
+        let _ = server.wait();
+        let out = ctx.cli().args(["stop", "--all"]).output()?;
+        ensure!(out.status.success(), "stop --all failed");
+        r
+    });
+}
+
+async fn big_session(c: &Client, url: &str) -> Result<()> {
+    let n = crate::BIG_DIR_FILES;
+    c.goto(url).await?;
+    click_node(c, "source", "big-dir.raw").await?;
+    click_node(c, "disk", "big-dir").await?;
+    click_node(c, "bucket", "raw/raw").await?;
+    wait_for(c, ".node.dir").await?;
+    let t = Instant::now();
+    click_node(c, "dir", "big").await?;
+    wait_js(
+        c,
+        "the big listing",
+        &format!("document.getElementById('count').textContent === '{n} entries'"),
+    )
+    .await?;
+    let listed = t.elapsed();
+    let rows = c
+        .execute(
+            "return document.querySelectorAll('#rows tr').length;",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        rows == json!(500),
+        "{rows} rows in the DOM for {n} entries (want one page, 500)"
+    );
+    ensure!(
+        c.find(Locator::Id("show-more")).await.is_ok(),
+        "no Show more button"
+    );
+    let ms = c
+        .execute(
+            "const t = performance.now(); const f = document.getElementById('filter'); \
+             f.value = 'file-1199'; f.dispatchEvent(new Event('input')); \
+             return [performance.now() - t, document.getElementById('count').textContent];",
+            vec![],
+        )
+        .await?;
+    ensure!(
+        ms[1] == json!(format!("10 of {n} entries")),
+        "filter count {}",
+        ms[1]
+    );
+    let filter_ms = ms[0].as_f64().unwrap_or(f64::MAX);
+    ensure!(
+        filter_ms < 1000.0,
+        "filtering {n} entries took {filter_ms} ms"
+    );
+    eprintln!(
+        "big directory: {n} entries listed and shown in {listed:?}, filtered in {filter_ms:.0} ms"
+    );
+    ensure!(
+        listed < Duration::from_secs(30),
+        "the listing took {listed:?}"
+    );
+    Ok(())
+}
+
 async fn connect(webdriver: &str, downloads: &Path) -> Result<Client> {
     let caps = json!({
         "goog:chromeOptions": {

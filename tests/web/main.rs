@@ -5,7 +5,8 @@
 //!
 //! SOURCE is `zeroed-super.img` (part 1 cannot be mounted, part 2 is a good
 //! ext4 with the "fat" tree); `--root` is the fixtures' backup store, whose
-//! snapshots are listed but never opened.
+//! snapshots are listed but never opened, and a scratch root holding
+//! `big-dir.raw`, an ext4 with a directory of [`BIG_DIR_FILES`] files.
 
 mod api;
 mod browser;
@@ -21,6 +22,33 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Files in `big/` of `big-dir.raw`.
+pub const BIG_DIR_FILES: usize = 12_000;
+
+/// Makes `root/big-dir.raw`: an ext4 (mkfs.ext4 -d, nothing mounted) whose
+/// `big/` holds [`BIG_DIR_FILES`] small files.
+fn make_big_dir_image(root: &Path) -> Result<()> {
+    let tree = root.join("tree");
+    let big = tree.join("big");
+    std::fs::create_dir_all(&big)?;
+    for i in 0..BIG_DIR_FILES {
+        std::fs::write(big.join(format!("file-{i:05}.txt")), i.to_string())?;
+    }
+    let img = root.join("images/big-dir.raw");
+    std::fs::create_dir_all(root.join("images"))?;
+    std::fs::File::create(&img)?.set_len(96 << 20)?;
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-N", "16384", "-d"])
+        .arg(&tree)
+        .arg(&img)
+        .output()
+        .context("cannot run mkfs.ext4")?;
+    if !out.status.success() {
+        bail!("mkfs.ext4: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
 /// What every case shares: the running server and where things are.
 pub struct Web {
     /// The release `file-restore`.
@@ -31,6 +59,8 @@ pub struct Web {
     pub fixtures: PathBuf,
     /// The SOURCE given to `serve`.
     pub source: PathBuf,
+    /// The scratch root holding `big-dir.raw`.
+    pub big_root: PathBuf,
     /// `127.0.0.1:PORT` as printed.
     pub authority: String,
     /// The session token from the printed URL.
@@ -127,6 +157,12 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
         .context("cannot make the runtime dir")?;
     let source = fixtures.join("zeroed-super.img");
     let store = fixtures.join("store");
+    let scratch = tempfile::Builder::new()
+        .prefix("web-scratch-")
+        .tempdir_in(target_dir(&repo))
+        .context("cannot make the scratch dir")?;
+    make_big_dir_image(scratch.path())?;
+    let big_root = scratch.path().join("images");
     let (child, url) = start_server(
         &bin,
         runtime.path(),
@@ -135,6 +171,8 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
             "127.0.0.1:0".as_ref(),
             "--root".as_ref(),
             store.as_os_str(),
+            "--root".as_ref(),
+            big_root.as_os_str(),
             source.as_os_str(),
         ],
     )?;
@@ -149,6 +187,7 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
         runtime: runtime.path().to_path_buf(),
         fixtures,
         source,
+        big_root: big_root.clone(),
         authority: authority.to_string(),
         token: token.to_string(),
         server: Mutex::new(Some(child)),
@@ -157,6 +196,7 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
 
     let mut g: Group<Web> = Group::new("web", 1);
     api::cases(&mut g, &url);
+    browser::big_directory_case(&mut g);
     server::cases(&mut g);
     let mut summary = harness::run_groups(&ctx, vec![g], opts, printer);
 
