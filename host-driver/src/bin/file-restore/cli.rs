@@ -160,6 +160,7 @@ pub enum Cmd {
         #[arg(long = "root", value_name = "DIR")]
         roots: Vec<PathBuf>,
         /// Image files, snapshot directories or nbd:// URIs to offer.
+        #[arg(value_name = "SOURCE")]
         sources: Vec<String>,
     },
     /// Print a shell completion script (bash, zsh or fish) to stdout.
