@@ -421,6 +421,19 @@ async fn session(ctx: &Web, c: &Client, url: &str, downloads: &Path) -> Result<(
         "selection.tar from the browser",
     )?;
 
+    // Keyboard in the tree: ArrowDown from the bucket selects its first directory.
+    click_node(c, "bucket", "part/2").await?;
+    c.find(Locator::Css(".node.selected"))
+        .await?
+        .send_keys("\u{E015}")
+        .await?;
+    wait_js(
+        c,
+        "ArrowDown in the tree",
+        "document.querySelector('.node.selected .label')?.textContent === 'data'",
+    )
+    .await?;
+
     // Back to the bucket's root for the screenshot (the broken bucket's
     // error stays visible in the tree).
     c.execute("document.activeElement.blur();", vec![]).await?;

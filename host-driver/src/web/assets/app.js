@@ -376,7 +376,8 @@ async function stopVm(name) {
 
 function treeKey(ev, node) {
   const i = treeItems.indexOf(node.row);
-  const go = (j) => { const r = treeItems[j]; if (r) r.click(); };
+  // Moving shows a node's listing; only → (or a click) expands it in the tree.
+  const go = (j) => { const r = treeItems[j]; if (r) select(r.parentElement.__node, false); };
   switch (ev.key) {
     case "ArrowDown": go(i + 1); break;
     case "ArrowUp": go(i - 1); break;
