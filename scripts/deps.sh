@@ -34,7 +34,7 @@ die() { echo "deps.sh: error: $*" >&2; exit 1; }
 
 # What is needed, as "command-or-absolute-path package" pairs: QEMU, the guest kernel's
 # source and build tools, the tools that build test images, and what the builders and
-# tests call.
+# tests call (the browser test included).
 NEEDS=(
     "qemu-system-x86_64 qemu-system-x86"
     "qemu-img qemu-utils"
@@ -71,6 +71,10 @@ NEEDS=(
     "busybox busybox"
     "curl curl"
     "unzip unzip"
+    # The web UI's browser test (tests/web/browser.rs) drives headless Chromium
+    # through chromedriver.
+    "chromium chromium"
+    "chromedriver chromium-driver"
 )
 if [ "$BENCH" = 1 ]; then
     NEEDS+=(

@@ -7,6 +7,9 @@
 //! - [`client`]: the daemon's HTTP API.
 //! - [`teardown`]: stopping a VM, liveness of a recorded VM.
 //! - [`initrd`]: the ticket and the per-VM initramfs memfd.
+//! - [`driver`]: the one interface (status, stop, list, extract) every
+//!   frontend uses, with the QEMU VMs behind it.
+//! - [`web`]: `file-restore serve`, the local web UI.
 //! - [`helper_protocol`]: the request to `file-restore-helper`, which
 //!   starts QEMU (the only part that may be installed setuid root).
 
@@ -32,9 +35,11 @@ pub use qemu::Accel;
 pub use teardown::{is_alive, stop_vm, TeardownError};
 pub use transport::{connect, TransportError, VsockAddr, VsockStream};
 pub mod cli_io;
+pub mod driver;
 pub mod install;
 pub mod manager;
 pub mod progress;
 pub mod source;
 pub mod unpack;
 pub mod vm_map;
+pub mod web;

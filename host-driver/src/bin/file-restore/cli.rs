@@ -138,6 +138,31 @@ pub enum Cmd {
         #[arg(long)]
         all: bool,
     },
+    /// Serve a local web UI for SOURCEs and the images under --root directories.
+    ///
+    /// Prints one line on stdout, the URL to open:
+    /// http://ADDR:PORT/?token=<128 random bits>. Runs until SIGINT or SIGTERM.
+    /// Every request needs the token (the URL sets an HttpOnly cookie) and a Host
+    /// header naming ADDR:PORT; only the SOURCEs given and the images and backup
+    /// snapshots found under each --root are reachable. VMs are started on first
+    /// use and shared by every tab, as with `list`.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8917, or a free port when that
+        /// one is taken).
+        #[arg(long, value_name = "ADDR:PORT")]
+        listen: Option<std::net::SocketAddr>,
+        /// Allow a non-loopback --listen address (the token then travels over
+        /// plain HTTP: anyone on the network who learns the URL reads the images).
+        #[arg(long)]
+        allow_remote: bool,
+        /// A directory whose images and backup snapshots (<vmid>/<kind>-<epoch>/)
+        /// are offered; may be repeated.
+        #[arg(long = "root", value_name = "DIR")]
+        roots: Vec<PathBuf>,
+        /// Image files, snapshot directories or nbd:// URIs to offer.
+        #[arg(value_name = "SOURCE")]
+        sources: Vec<String>,
+    },
     /// Print a shell completion script (bash, zsh or fish) to stdout.
     ///
     /// bash: `file-restore completions bash > /etc/bash_completion.d/file-restore`

@@ -2,10 +2,10 @@
 //! or an archive of either.
 
 use crate::cli::ArchiveFormat;
-use crate::output::{daemon_error, info};
+use crate::output::{driver_error, info};
 use anyhow::bail;
 use anyhow::Context;
-use file_restore::manager::VmEntry;
+use file_restore::driver::BlockRestoreDriver;
 use file_restore_wire::{Entry, EntryType, ExtractFormat};
 use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
@@ -29,18 +29,20 @@ fn normalize(path: &[u8]) -> Vec<u8> {
 
 /// Whether PATH names a directory-like thing (virtual level, bucket root or
 /// directory) rather than a single file.
-async fn is_directory(entry: &VmEntry, path: &[u8]) -> anyhow::Result<Option<Entry>> {
+async fn is_directory(
+    driver: &impl BlockRestoreDriver,
+    source: &str,
+    path: &[u8],
+) -> anyhow::Result<Option<Entry>> {
     let norm = normalize(path);
     let depth = norm.split(|&b| b == b'/').filter(|c| !c.is_empty()).count();
     if depth <= 3 {
         return Ok(None);
     }
-    let listing = entry
-        .vm
-        .client()
-        .list(&norm)
+    let listing = driver
+        .list(source, &norm)
         .await
-        .map_err(|e| daemon_error(e, &norm))?;
+        .map_err(|e| driver_error(e, &norm))?;
     // A non-directory lists as itself: one entry whose path is PATH.
     match listing.as_slice() {
         [single]
@@ -65,9 +67,11 @@ pub struct ExtractOpts {
     pub same_owner: bool,
 }
 
-/// Extracts PATH of the VM's disks as `opts` say.
+/// Extracts PATH of SOURCE's disks as `opts` say (the VM is started or
+/// reused by the driver on its first call).
 pub async fn extract(
-    entry: &VmEntry,
+    driver: &impl BlockRestoreDriver,
+    source: &str,
     path: &[u8],
     target: Option<&Path>,
     opts: &ExtractOpts,
@@ -81,9 +85,8 @@ pub async fn extract(
     let norm = normalize(path);
     let shown = String::from_utf8_lossy(&norm).into_owned();
     let target = target.filter(|t| t.as_os_str() != "-");
-    let file = is_directory(entry, &norm).await?;
+    let file = is_directory(driver, source, &norm).await?;
     let base = norm.rsplit(|&b| b == b'/').next().unwrap_or(b"").to_vec();
-    let client = entry.vm.client();
     match (format, &file) {
         (None, None) => {
             if zstd {
@@ -92,10 +95,10 @@ pub async fn extract(
             let Some(target) = target else {
                 bail!("{shown} is a directory: give a TARGET directory to unpack into, or --format zip|tar to write an archive to stdout");
             };
-            let stream = client
-                .extract(&norm, ExtractFormat::Tar, false, None)
+            let stream = driver
+                .extract(source, &norm, ExtractFormat::Tar, false, None)
                 .await
-                .map_err(|e| daemon_error(e, &norm))?;
+                .map_err(|e| driver_error(e, &norm))?;
             let unpack_opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
             let stats = file_restore::cli_io::unpack_stream(stream, target, unpack_opts).await?;
             info(&format!(
@@ -110,10 +113,10 @@ pub async fn extract(
                 Some(ArchiveFormat::Zip) => ExtractFormat::Zip,
                 Some(ArchiveFormat::Tar) => ExtractFormat::Tar,
             };
-            let stream = client
-                .extract(&norm, fmt, zstd, None)
+            let stream = driver
+                .extract(source, &norm, fmt, zstd, None)
                 .await
-                .map_err(|e| daemon_error(e, &norm))?;
+                .map_err(|e| driver_error(e, &norm))?;
             match target {
                 None => {
                     if std::io::stdout().is_terminal() && fmt != ExtractFormat::Plain {

@@ -11,14 +11,15 @@ mod completions;
 mod extract;
 mod output;
 
-use anyhow::Context;
 use clap::Parser;
 use cli::{Accel, Cli, Cmd, Transport};
-use file_restore::manager::{Manager, VmEntry};
+use file_restore::driver::{BlockRestoreDriver, QemuDriver};
+use file_restore::manager::Manager;
 use file_restore::{AccelPreference, TransportPreference};
-use output::{daemon_error, error_line, info, print_notes};
+use output::{driver_error, error_line, info};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn main() {
@@ -77,13 +78,6 @@ struct CliSettings {
     transport: Transport,
 }
 
-async fn vm_for(m: &Manager, source: &str) -> anyhow::Result<(String, VmEntry)> {
-    let mut notes = Vec::new();
-    let r = m.ensure_vm(source, &mut notes).await;
-    print_notes(&mut notes);
-    r.with_context(|| format!("cannot open {source}"))
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli {
         cmd,
@@ -102,7 +96,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         transport,
     };
     let new_manager = || manager(&settings);
+    // list, status, stop and serve go through the driver interface; its notes
+    // (VM started, dead VM removed) are printed on stderr as before.
+    let new_driver = || -> anyhow::Result<Arc<QemuDriver>> {
+        Ok(QemuDriver::new(new_manager()?, Box::new(info)))
+    };
     match cmd {
+        Cmd::Serve {
+            listen,
+            allow_remote,
+            roots,
+            sources,
+        } => {
+            let opts = file_restore::web::ServeOptions {
+                listen,
+                allow_remote,
+                roots,
+                sources,
+            };
+            Ok(file_restore::web::serve(opts, new_driver()?).await?)
+        }
         Cmd::Completions { shell } => {
             completions::write(shell, &mut std::io::stdout().lock());
             Ok(())
@@ -116,11 +129,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let path = path
                 .map(|p| p.as_bytes().to_vec())
                 .unwrap_or_else(|| b"/".to_vec());
-            let m = new_manager()?;
+            let driver = new_driver()?;
             let work = async {
-                let (_, entry) = vm_for(&m, &source).await?;
-                let client = entry.vm.client();
-                client.list(&path).await.map_err(|e| daemon_error(e, &path))
+                driver
+                    .list(&source, &path)
+                    .await
+                    .map_err(|e| driver_error(e, &path))
             };
             let mut entries = match timeout {
                 Some(s) => tokio::time::timeout(Duration::from_secs(s), work)
@@ -140,25 +154,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             overwrite,
             same_owner,
         } => {
-            let m = new_manager()?;
-            let (_, entry) = vm_for(&m, &source).await?;
+            let driver = new_driver()?;
             let opts = extract::ExtractOpts {
                 format,
                 zstd,
                 overwrite,
                 same_owner,
             };
-            extract::extract(&entry, path.as_bytes(), target.as_deref(), &opts).await
+            extract::extract(
+                driver.as_ref(),
+                &source,
+                path.as_bytes(),
+                target.as_deref(),
+                &opts,
+            )
+            .await
         }
         Cmd::Status { output_format } => {
-            let m = new_manager()?;
-            let mut notes = Vec::new();
-            let reports = m.status(&mut notes).await;
-            print_notes(&mut notes);
-            output::write_status(&mut std::io::stdout().lock(), &reports?, output_format)
+            let reports = new_driver()?.status().await?;
+            output::write_status(&mut std::io::stdout().lock(), &reports, output_format)
         }
         Cmd::Stop { name, all } => {
-            let stopped = new_manager()?
+            let stopped = new_driver()?
                 .stop(if all { None } else { name.as_deref() })
                 .await?;
             if stopped.is_empty() {

@@ -4,6 +4,7 @@
 
 use crate::cli::OutputFormat;
 use file_restore::cli_io::terminal_safe as safe;
+use file_restore::driver::DriverError;
 use file_restore::manager::VmReport;
 use file_restore::ClientError;
 use file_restore_wire::Entry;
@@ -26,13 +27,6 @@ pub fn info(msg: &str) {
     }
 }
 
-/// Prints and empties the manager's notes (VM started, dead VM removed).
-pub fn print_notes(notes: &mut Vec<String>) {
-    for n in notes.drain(..) {
-        info(&n);
-    }
-}
-
 /// The one stderr line of a failure: the cause chain, with the guest's
 /// texts in it (daemon messages, entry names) made terminal-safe.
 pub fn error_line(e: &anyhow::Error) -> String {
@@ -47,6 +41,15 @@ pub fn daemon_error(e: ClientError, path: &[u8]) -> anyhow::Error {
             "request for {} failed",
             String::from_utf8_lossy(path)
         )),
+    }
+}
+
+/// A failed driver call: the daemon's own message when it refused, else the
+/// error and its causes.
+pub fn driver_error(e: DriverError, path: &[u8]) -> anyhow::Error {
+    match e {
+        DriverError::Client(e) => daemon_error(e, path),
+        other => other.into(),
     }
 }
 

@@ -6,7 +6,7 @@ use cli::OutputFormat;
 use file_restore::manager::VmReport;
 use file_restore::ClientError;
 use file_restore_wire::{Entry, EntryType};
-use output::{write_list, write_status};
+use output::{daemon_error, write_list, write_status};
 use std::path::PathBuf;
 
 fn extract_flags(args: &[&str]) -> (bool, bool) {
