@@ -334,14 +334,7 @@ impl Manager {
                     if !same {
                         continue;
                     }
-                    let r = Reservation::new()?;
-                    map.insert(
-                        name.clone(),
-                        MapSlot::Starting {
-                            starting: r.clone(),
-                        },
-                    );
-                    map.save()?;
+                    let r = reserve(&mut map, &name)?;
                     drop(map);
                     notes.push(format!(
                         "VM {name} (pid {}) no longer answers; removed it, starting a new one (console log was {})",
@@ -370,14 +363,7 @@ impl Manager {
                             starting.pid
                         ));
                     }
-                    let r = Reservation::new()?;
-                    map.insert(
-                        name.clone(),
-                        MapSlot::Starting {
-                            starting: r.clone(),
-                        },
-                    );
-                    map.save()?;
+                    let r = reserve(&mut map, &name)?;
                     break r;
                 }
             }
@@ -624,4 +610,17 @@ impl Manager {
         while stops.join_next().await.is_some() {}
         Ok(names)
     }
+}
+
+/// Records in `map` (and saves) that this invocation starts VM `name`.
+fn reserve(map: &mut LockedMap<MapSlot>, name: &str) -> Result<Reservation, ManagerError> {
+    let r = Reservation::new()?;
+    map.insert(
+        name.to_owned(),
+        MapSlot::Starting {
+            starting: r.clone(),
+        },
+    );
+    map.save()?;
+    Ok(r)
 }

@@ -327,14 +327,7 @@ int main(void) {
     }
     printf("hostile guest listening\n");
     fflush(stdout);
-    int r = socket(AF_VSOCK, SOCK_STREAM, 0);
-    struct sockaddr_vm host = {.svm_family = AF_VSOCK,
-                               .svm_cid = VMADDR_CID_HOST,
-                               .svm_port = 1025};
-    if (r < 0 || connect(r, (struct sockaddr *)&host, sizeof host))
-        perror("ready signal");
-    if (r >= 0)
-        close(r);
+    signal_ready();
     for (;;) {
         int c = accept(s, NULL, NULL);
         if (c < 0)

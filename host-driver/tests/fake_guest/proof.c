@@ -1,12 +1,29 @@
-/* The guest's ticket proof for the stand-in guests (init.c, hostile.c): a
- * SHA-256 (FIPS 180-4) and HMAC (RFC 2104) just big enough, and the answer to
- * GET /api/hello?nonce=N. Tests compile it in front of the guest's own source
- * (common::fake_guest_source).
+/* What the stand-in guests (init.c, hostile.c) share with the real daemon's
+ * protocol: the ready signal (one connection to host port 1025 once the API
+ * listens, src/guest_ready.rs) and the ticket proof (a SHA-256 (FIPS 180-4)
+ * and HMAC (RFC 2104) just big enough, and the answer to
+ * GET /api/hello?nonce=N). Tests compile it in front of the guest's own
+ * source (common::fake_guest_source).
  */
 #define _GNU_SOURCE
+#include <linux/vm_sockets.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* The ready signal: connect to the host's port 1025 and close again. */
+static void signal_ready(void) {
+    int r = socket(AF_VSOCK, SOCK_STREAM, 0);
+    struct sockaddr_vm host = {.svm_family = AF_VSOCK,
+                               .svm_cid = VMADDR_CID_HOST,
+                               .svm_port = 1025};
+    if (r < 0 || connect(r, (struct sockaddr *)&host, sizeof host))
+        perror("ready signal");
+    if (r >= 0)
+        close(r);
+}
 
 /* --- SHA-256 (FIPS 180-4) and HMAC (RFC 2104), just enough for the proof. --- */
 static const uint32_t K[64] = {
