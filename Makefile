@@ -9,7 +9,7 @@ PREFIX       ?= /usr/local
 TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 REL          := $(TARGET_DIR)/release
 
-.PHONY: all deps build guest kernel initramfs docs install bench soak lint test unit-test demo clean deb deb-test fuzz
+.PHONY: all deps build guest kernel initramfs tools docs install bench soak lint test unit-test demo clean deb deb-test fuzz
 
 all: build
 
@@ -36,7 +36,13 @@ initramfs: guest kernel
 	$(CARGO) build --release -p file-restore-initramfs
 	$(REL)/file-restore-mkinitramfs --daemon $(BUILD)/restore-daemon --kernel $(BUILD)/vmlinux --out $(BUILD)
 
-build: initramfs
+# The storage-tools image next to the initramfs: Debian's lvm, mdadm, cryptsetup
+# and their libraries on an uncompressed squashfs the guest mounts only when a
+# disk holds LVM, md or LUKS (scripts/build-tools-image.sh says why a disk).
+tools:
+	@bash scripts/build-tools-image.sh $(BUILD)
+
+build: initramfs tools
 	$(CARGO) build --release --workspace
 	@$(MAKE) --no-print-directory docs
 
@@ -65,6 +71,7 @@ install: build
 	install -m 0755 $(REL)/file-restore-keeper $(DESTDIR)$(PREFIX)/lib/file-restore/file-restore-keeper
 	install -m 0644 $(BUILD)/initramfs.img $(DESTDIR)$(PREFIX)/lib/file-restore/initramfs.img
 	install -m 0644 $(BUILD)/vmlinux $(DESTDIR)$(PREFIX)/lib/file-restore/vmlinux
+	install -m 0644 $(BUILD)/tools.img $(DESTDIR)$(PREFIX)/lib/file-restore/tools.img
 	$(if $(VHOST_DEVICE_VSOCK),install -m 0755 $(VHOST_DEVICE_VSOCK) $(DESTDIR)$(PREFIX)/lib/file-restore/vhost-device-vsock,@echo "install: vhost-device-vsock not found; kernel vsock only unless it is on PATH")
 	install -m 0644 $(BUILD)/man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
 	install -m 0644 $(BUILD)/completions/file-restore.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/file-restore

@@ -59,6 +59,10 @@ NEEDS=(
     "mkntfs ntfs-3g"
     "ntfscp ntfs-3g"
     "lvm lvm2"
+    # The guest's storage tools (scripts/build-tools-image.sh copies them onto tools.img).
+    "mdadm mdadm"
+    "cryptsetup cryptsetup-bin"
+    "dmsetup dmsetup"
     "sfdisk fdisk"
     "cpio cpio"
     "xz xz-utils"

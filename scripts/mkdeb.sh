@@ -3,7 +3,7 @@
 # `make build` produced and the checked-in debian/ directory (control template,
 # copyright, README.Debian):
 #   /usr/bin/file-restore
-#   /usr/lib/file-restore/{file-restore-helper,file-restore-keeper,vmlinux,initramfs.img,vhost-device-vsock}
+#   /usr/lib/file-restore/{file-restore-helper,file-restore-keeper,vmlinux,initramfs.img,tools.img,vhost-device-vsock}
 #   /usr/share/man/man1/file-restore*.1.gz, bash/zsh/fish completions, /usr/share/doc
 # The helper is installed 0755, not setuid (README.Debian says how to enable it).
 #
@@ -16,7 +16,7 @@ BUILD=${1:?usage: scripts/mkdeb.sh BUILD_DIR CARGO_RELEASE_DIR}
 REL=${2:?usage: scripts/mkdeb.sh BUILD_DIR CARGO_RELEASE_DIR}
 die() { echo "mkdeb: error: $*" >&2; exit 1; }
 
-for f in "$REL/file-restore" "$REL/file-restore-helper" "$REL/file-restore-keeper" "$BUILD/vmlinux" "$BUILD/initramfs.img" \
+for f in "$REL/file-restore" "$REL/file-restore-helper" "$REL/file-restore-keeper" "$BUILD/vmlinux" "$BUILD/initramfs.img" "$BUILD/tools.img" \
          "$BUILD/man/file-restore.1" "$BUILD/completions/file-restore.bash"; do
     [ -s "$f" ] || die "$f is missing: run make build"
 done
@@ -41,6 +41,7 @@ install -s -m 0755 "$REL/file-restore-keeper" "$LIB/file-restore-keeper"
 install -s -m 0755 "$VSOCK" "$LIB/vhost-device-vsock"
 install -m 0644 "$BUILD/vmlinux" "$LIB/vmlinux"
 install -m 0644 "$BUILD/initramfs.img" "$LIB/initramfs.img"
+install -m 0644 "$BUILD/tools.img" "$LIB/tools.img"
 for page in "$BUILD"/man/*.1; do
     gzip -9n -c "$page" > "$ROOT/usr/share/man/man1/$(basename "$page").gz"
 done

@@ -9,7 +9,7 @@
 //! mounted at all: swap, LUKS, LVM PVs, unknown data).
 
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Seek, SeekFrom};
 
 /// How many bytes at the start of a device detection needs (btrfs's
 /// superblock at 64 KiB and UFS2's at 64 KiB + 1372 are the farthest).
@@ -60,6 +60,8 @@ pub enum FsType {
     Swap,
     /// A LUKS encrypted volume.
     Luks,
+    /// A member of a Linux md RAID array (any metadata version).
+    MdMember,
     /// Nothing recognised.
     Unknown,
 }
@@ -89,6 +91,7 @@ impl FsType {
             FsType::LvmPv => "LVM2_member",
             FsType::Swap => "swap",
             FsType::Luks => "crypto_LUKS",
+            FsType::MdMember => "linux_raid_member",
             FsType::Unknown => "unknown",
         }
     }
@@ -97,9 +100,15 @@ impl FsType {
     pub fn unmountable_reason(self) -> Option<&'static str> {
         match self {
             FsType::Swap => Some("it is a swap area and holds no files"),
-            FsType::Luks => Some("it is LUKS encrypted; decryption is not supported"),
-            FsType::LvmPv => {
-                Some("it is an LVM2 physical volume; its logical volumes are not activated yet")
+            FsType::Luks => Some(
+                "it is LUKS encrypted: give its passphrase with --key-file FILE; its content then \
+                 appears as a luks/ bucket",
+            ),
+            FsType::LvmPv => Some(
+                "it is an LVM2 physical volume: its logical volumes are the lvm/<VG>/<LV> buckets",
+            ),
+            FsType::MdMember => {
+                Some("it is a member of an md RAID array: the array is the md/<name> bucket")
             }
             FsType::Unknown => Some("no known filesystem was found on it"),
             _ => None,
@@ -158,8 +167,48 @@ fn is_vfat(buf: &[u8]) -> bool {
     fat_label && sane_bps && jump
 }
 
+/// md superblock magic (little-endian on disk for 1.x, host order — little
+/// on x86 — for 0.90).
+const MD_MAGIC: u32 = 0xa92b_4efc;
+
+/// Whether `buf` starts with an md superblock of major version `major`
+/// (0 for 0.90, 1 for 1.x).
+fn is_md_superblock(buf: &[u8], major: u32) -> bool {
+    le32(buf, 0) == Some(MD_MAGIC) && le32(buf, 4) == Some(major)
+}
+
+/// Where md keeps superblocks at the end of a member of `size` bytes, with
+/// their major version: 0.90 in the last 64 KiB-aligned 64 KiB block, 1.0 at
+/// least 8 KiB from the end, 4 KiB aligned.
+pub fn md_tail_superblocks(size: u64) -> Vec<(u64, u32)> {
+    let mut out = Vec::new();
+    if size >= 0x2_0000 {
+        out.push(((size & !0xFFFF) - 0x1_0000, 0));
+    }
+    if size >= 0x3000 {
+        out.push(((size - 0x2000) & !0xFFF, 1));
+    }
+    out
+}
+
+/// Which version of LUKS a header at the start of `buf` is (1 or 2).
+pub fn luks_version(buf: &[u8]) -> Option<u16> {
+    if !at(buf, 0, b"LUKS\xba\xbe") && !at(buf, 0, b"SKUL\xba\xbe") {
+        return None;
+    }
+    let v = u16::from_be_bytes(buf.get(6..8)?.try_into().ok()?);
+    matches!(v, 1 | 2).then_some(v)
+}
+
 /// Detects the type from the first bytes of a device (ideally [`PROBE_LEN`]).
+/// md members with their superblock at the end (metadata 0.90 and 1.0) need
+/// [`probe_device`], which also reads there.
 pub fn detect(buf: &[u8]) -> FsType {
+    // md 1.1 (at 0) and 1.2 (at 4 KiB) first: a member of a RAID1 can hold
+    // a filesystem's magic too, and mounting a member alone is wrong.
+    if is_md_superblock(buf, 1) || buf.get(4096..).is_some_and(|b| is_md_superblock(b, 1)) {
+        return FsType::MdMember;
+    }
     if at(buf, 0, b"LUKS\xba\xbe") {
         return FsType::Luks;
     }
@@ -255,6 +304,23 @@ pub fn probe(reader: &mut impl Read) -> std::io::Result<FsType> {
     Ok(detect(&buf))
 }
 
+/// Like [`probe`] on a whole device: also recognises md members whose
+/// superblock sits at the end (0.90, 1.0), which take precedence over what
+/// the start says (a RAID1 member with metadata 1.0 starts with the
+/// filesystem itself).
+pub fn probe_device<R: Read + Seek>(dev: &mut R) -> std::io::Result<FsType> {
+    let size = dev.seek(SeekFrom::End(0))?;
+    for (off, major) in md_tail_superblocks(size) {
+        dev.seek(SeekFrom::Start(off))?;
+        let mut sb = [0u8; 8];
+        if dev.read_exact(&mut sb).is_ok() && is_md_superblock(&sb, major) {
+            return Ok(FsType::MdMember);
+        }
+    }
+    dev.seek(SeekFrom::Start(0))?;
+    probe(dev)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +330,47 @@ mod tests {
         assert_eq!(detect(&[]), FsType::Unknown);
         assert_eq!(detect(&[0u8; 100]), FsType::Unknown);
         assert_eq!(detect(&vec![0u8; PROBE_LEN]), FsType::Unknown);
+    }
+
+    #[test]
+    fn md_superblocks() {
+        let mut b = vec![0u8; 8192];
+        b[4096..4100].copy_from_slice(&MD_MAGIC.to_le_bytes());
+        b[4100..4104].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(detect(&b), FsType::MdMember);
+        // 1.0 at the end of a member that starts like ext4.
+        let size = 1024 * 1024u64;
+        let mut dev = vec![0u8; size as usize];
+        dev[1024 + 56..1024 + 58].copy_from_slice(&0xEF53u16.to_le_bytes());
+        let mut c = std::io::Cursor::new(dev.clone());
+        assert_eq!(probe_device(&mut c).unwrap(), FsType::Ext2);
+        let (off, major) = md_tail_superblocks(size)[1];
+        assert_eq!((off, major), (size - 8192, 1));
+        dev[off as usize..off as usize + 4].copy_from_slice(&MD_MAGIC.to_le_bytes());
+        dev[off as usize + 4..off as usize + 8].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(
+            probe_device(&mut std::io::Cursor::new(dev)).unwrap(),
+            FsType::MdMember
+        );
+        // Tiny devices have no tail slots and are no error.
+        assert!(md_tail_superblocks(100).is_empty());
+        assert_eq!(
+            probe_device(&mut std::io::Cursor::new(vec![0u8; 100])).unwrap(),
+            FsType::Unknown
+        );
+    }
+
+    #[test]
+    fn luks_versions() {
+        let mut b = vec![0u8; 16];
+        assert_eq!(luks_version(&b), None);
+        b[0..6].copy_from_slice(b"LUKS\xba\xbe");
+        b[7] = 2;
+        assert_eq!(luks_version(&b), Some(2));
+        b[7] = 1;
+        assert_eq!(luks_version(&b), Some(1));
+        b[7] = 9;
+        assert_eq!(luks_version(&b), None);
     }
 
     #[test]

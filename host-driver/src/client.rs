@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use file_restore_wire::{
-    encode_path, endpoint, query_escape, Entry, ErrorBody, ExtractFormat, Status, API_VERSION,
-    TICKET_SCHEME,
+    encode_path, endpoint, query_escape, Entry, ErrorBody, ExtractFormat, Status, UnlockAnswer,
+    UnlockRequest, API_VERSION, TICKET_SCHEME,
 };
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HOST, RANGE};
 use hyper::{Method, Request, Response};
@@ -276,6 +276,31 @@ impl DaemonClient {
         ))
     }
 
+    /// Sends passphrases for the VM's locked LUKS containers; the answer
+    /// says what became of each container. The passphrases travel only in
+    /// this request's body, on the ticket-authenticated connection.
+    pub async fn unlock(&self, passphrases: &[Vec<u8>]) -> Result<UnlockAnswer, ClientError> {
+        let req = UnlockRequest {
+            passphrases: passphrases.iter().map(|p| encode_path(p)).collect(),
+        };
+        let body = serde_json::to_vec(&req).map_err(|e| ClientError::Request {
+            endpoint: endpoint::UNLOCK,
+            detail: e.to_string(),
+        })?;
+        drop(req);
+        let resp = self
+            .send_body(
+                Method::POST,
+                endpoint::UNLOCK,
+                endpoint::UNLOCK,
+                true,
+                None,
+                Bytes::from(body),
+            )
+            .await?;
+        self.json(endpoint::UNLOCK, resp).await
+    }
+
     /// Asks the daemon to power the VM off.
     pub async fn stop(&self) -> Result<(), ClientError> {
         let resp = self
@@ -308,6 +333,20 @@ impl DaemonClient {
         auth: bool,
         range: Option<String>,
     ) -> Result<Response<Incoming>, ClientError> {
+        self.send_body(method, endpoint, uri, auth, range, Bytes::new())
+            .await
+    }
+
+    /// [`Self::send`] with a request body.
+    async fn send_body(
+        &self,
+        method: Method,
+        endpoint: &'static str,
+        uri: &str,
+        auth: bool,
+        range: Option<String>,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, ClientError> {
         let timeout_err = |what: String, after| ClientError::Timeout {
             what,
             addr: self.addr.clone(),
@@ -331,7 +370,7 @@ impl DaemonClient {
             builder = builder.header(RANGE, range);
         }
         let req = builder
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(body))
             .map_err(|e| ClientError::Request {
                 endpoint,
                 detail: e.to_string(),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use file_restore_wire::proof::{self, Hello, NONCE_LEN};
 use file_restore_wire::{endpoint, query_escape, API_VERSION};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::HOST;
 use hyper::{Method, Request};
@@ -34,7 +34,7 @@ pub(super) async fn open(
     addr: &VsockAddr,
     ticket: &str,
     limit: Duration,
-) -> Result<SendRequest<Empty<Bytes>>, ClientError> {
+) -> Result<SendRequest<Full<Bytes>>, ClientError> {
     tokio::time::timeout(limit, open_unbounded(addr, ticket))
         .await
         .map_err(|_| ClientError::Timeout {
@@ -47,7 +47,7 @@ pub(super) async fn open(
 async fn open_unbounded(
     addr: &VsockAddr,
     ticket: &str,
-) -> Result<SendRequest<Empty<Bytes>>, ClientError> {
+) -> Result<SendRequest<Full<Bytes>>, ClientError> {
     let http_err = |source| ClientError::Http {
         endpoint: endpoint::HELLO,
         addr: addr.clone(),
@@ -73,7 +73,7 @@ async fn open_unbounded(
             query_escape(&proof::to_hex(&nonce))
         ))
         .header(HOST, "localhost")
-        .body(Empty::<Bytes>::new())
+        .body(Full::new(Bytes::new()))
         .map_err(|e| ClientError::Request {
             endpoint: endpoint::HELLO,
             detail: e.to_string(),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use file_restore_wire::{Entry, ExtractFormat};
+use file_restore_wire::{Entry, ExtractFormat, UnlockAnswer};
 
 use crate::client::{ClientError, DaemonClient, ExtractStream};
 use crate::manager::{Manager, ManagerError, VmReport};
@@ -69,6 +69,14 @@ pub trait BlockRestoreDriver: Send + Sync + 'static {
         source: &str,
         path: &[u8],
     ) -> impl Future<Output = Result<Vec<Entry>, DriverError>> + Send;
+
+    /// Tries `passphrases` on every locked LUKS container of `source`'s VM
+    /// (opened containers stay open for later calls on that VM).
+    fn unlock(
+        &self,
+        source: &str,
+        passphrases: &[Vec<u8>],
+    ) -> impl Future<Output = Result<UnlockAnswer, DriverError>> + Send;
 
     /// Starts an extract stream of `path` of `source`; `range` is an
     /// inclusive byte range for [`ExtractFormat::Plain`].
@@ -201,6 +209,15 @@ impl BlockRestoreDriver for QemuDriver {
 
     async fn list(&self, source: &str, path: &[u8]) -> Result<Vec<Entry>, DriverError> {
         self.with_vm(source, |c| async move { c.list(path).await })
+            .await
+    }
+
+    async fn unlock(
+        &self,
+        source: &str,
+        passphrases: &[Vec<u8>],
+    ) -> Result<UnlockAnswer, DriverError> {
+        self.with_vm(source, |c| async move { c.unlock(passphrases).await })
             .await
     }
 

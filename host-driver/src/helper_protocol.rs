@@ -182,6 +182,10 @@ pub struct HelperRequest {
     pub kernel: PathBuf,
     /// Base initramfs (absolute); the helper appends the ticket in memory.
     pub initramfs: PathBuf,
+    /// The storage-tools image (absolute), attached read-only after the
+    /// disks; a privileged helper accepts only an installed one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<PathBuf>,
     /// The VM's ticket (`[A-Za-z0-9_-]`, 16 to 128 characters).
     pub ticket: String,
     /// Disks, in order (1 to [`MAX_DISKS`]).
@@ -371,6 +375,7 @@ impl HelperRequest {
         ]
         .into_iter()
         .chain(self.qemu.as_ref().map(|q| ("qemu", q)))
+        .chain(self.tools.as_ref().map(|t| ("tools", t)))
         {
             if !is_plain_absolute(path) {
                 return Err(invalid(
@@ -540,6 +545,7 @@ impl HelperRequest {
         VmConfig {
             kernel: self.kernel.clone(),
             initramfs_fd_path,
+            tools: self.tools.clone(),
             disks: self
                 .disks
                 .iter()

@@ -125,6 +125,10 @@ pub struct LaunchOptions {
     pub kernel: PathBuf,
     /// The base initramfs (the per-VM ticket is appended in memory).
     pub initramfs: PathBuf,
+    /// The storage-tools image (lvm, mdadm, cryptsetup; attached read-only
+    /// for the guest to use when a disk holds LVM, md or LUKS); the default
+    /// is `tools.img` beside the initramfs, when it is there.
+    pub tools: Option<PathBuf>,
     /// Disks, in order.
     pub images: Vec<ImageSpec>,
     /// Accelerator choice.
@@ -165,9 +169,12 @@ impl LaunchOptions {
         images: Vec<ImageSpec>,
         base_dir: impl Into<PathBuf>,
     ) -> Self {
+        let initramfs: PathBuf = initramfs.into();
+        let tools = initramfs.with_file_name(file_restore_initramfs::TOOLS_FILE);
         LaunchOptions {
             kernel: kernel.into(),
-            initramfs: initramfs.into(),
+            tools: tools.is_file().then_some(tools),
+            initramfs,
             images,
             accel: AccelPreference::Auto,
             transport: TransportPreference::Auto,
@@ -253,11 +260,13 @@ pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
     // The helper takes plain absolute paths only.
     let kernel = plain_absolute(&opts.kernel);
     let initramfs = plain_absolute(&opts.initramfs);
+    let tools = opts.tools.as_deref().map(plain_absolute);
     let binaries = Binaries {
         helper: &helper,
         qemu: &qemu_binary,
         kernel: &kernel,
         initramfs: &initramfs,
+        tools: tools.as_deref(),
     };
     let result = start_in(&opts, binaries, transport, &accels, &run_dir).await;
     if let (Ok(vm), Some(keeper)) = (&result, &opts.keeper) {
@@ -279,6 +288,7 @@ struct Binaries<'a> {
     qemu: &'a Path,
     kernel: &'a Path,
     initramfs: &'a Path,
+    tools: Option<&'a Path>,
 }
 
 /// The transport once chosen (sidecar binary resolved).
@@ -339,6 +349,7 @@ async fn start_in(
                 transport: transport_plan,
                 kernel: binaries.kernel,
                 initramfs: binaries.initramfs,
+                tools: binaries.tools,
                 disks: &disks,
                 memory_mib: opts
                     .memory_mib

@@ -99,6 +99,9 @@ pub struct VmConfig {
     pub initramfs_fd_path: String,
     /// Disks, attached read-only in this order.
     pub disks: Vec<DiskSpec>,
+    /// The storage-tools image, attached read-only after the disks with the
+    /// serial [`file_restore_wire::TOOLS_SERIAL`].
+    pub tools: Option<PathBuf>,
     /// Guest RAM in MiB (see [`memory_for_disks`]).
     pub memory_mib: u32,
     /// Virtual CPUs.
@@ -198,6 +201,19 @@ impl VmConfig {
                 ),
             );
         }
+        if let Some(tools) = &self.tools {
+            let mut drive = OsString::from("file=");
+            drive.push(escape_option_value(tools.as_os_str()));
+            drive.push(",format=raw,if=none,id=tools,read-only=on");
+            a.push2("-drive", drive);
+            a.push2(
+                "-device",
+                format!(
+                    "virtio-blk-device,drive=tools,serial={}",
+                    file_restore_wire::TOOLS_SERIAL
+                ),
+            );
+        }
         a.0
     }
 }
@@ -258,7 +274,7 @@ pub fn disk_serials<S: AsRef<str>>(names: &[S]) -> Vec<String> {
         base.truncate(MAX_SERIAL_LEN);
         let mut candidate = base.clone();
         let mut n = 2u32;
-        while out.contains(&candidate) {
+        while out.contains(&candidate) || candidate == file_restore_wire::TOOLS_SERIAL {
             let suffix = format!("-{n}");
             let keep = MAX_SERIAL_LEN - suffix.len();
             candidate = format!("{}{suffix}", &base[..base.len().min(keep)]);
@@ -288,6 +304,7 @@ mod tests {
         VmConfig {
             kernel: "/k/vmlinux".into(),
             initramfs_fd_path: "/dev/fd/7".into(),
+            tools: Some("/k/tools.img".into()),
             disks: vec![
                 DiskSpec {
                     path: "/img/a,b.qcow2".into(),

@@ -20,6 +20,9 @@ pub const VMLINUX_FILE: &str = "vmlinux";
 pub const VMLINUZ_FILE: &str = "vmlinuz";
 /// File name of the boot description ([`BootInfo`]) in the output directory.
 pub const BOOT_JSON_FILE: &str = "boot.json";
+/// File name of the storage-tools image (`scripts/build-tools-image.sh`),
+/// attached next to the initramfs it lies beside.
+pub const TOOLS_FILE: &str = "tools.img";
 
 /// Path of the daemon in the guest.
 pub const GUEST_INIT: &str = "/init";

@@ -30,7 +30,7 @@ mod kernel_image;
 
 pub use build::{
     build, BootInfo, BuildOptions, BuildOutput, DaemonConfig, BOOT_JSON_FILE, GUEST_CONFIG,
-    GUEST_INIT, GUEST_TICKET, INITRAMFS_FILE, VMLINUX_FILE, VMLINUZ_FILE,
+    GUEST_INIT, GUEST_TICKET, INITRAMFS_FILE, TOOLS_FILE, VMLINUX_FILE, VMLINUZ_FILE,
 };
 pub use cpio::{ticket_cpio, CpioWriter};
 pub use elf::has_pvh_note;

@@ -195,7 +195,14 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
             }
         };
     }
-    if ![endpoint::LIST, endpoint::EXTRACT, endpoint::STOP].contains(&endpoint) {
+    if ![
+        endpoint::LIST,
+        endpoint::EXTRACT,
+        endpoint::STOP,
+        endpoint::UNLOCK,
+    ]
+    .contains(&endpoint)
+    {
         return Err(ApiError::not_found(format!("no API endpoint {endpoint}")));
     }
     if auth != Auth::Valid {
@@ -204,6 +211,10 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
     state.watchdog.touch();
     if endpoint != endpoint::STOP {
         state.wait_for_scan(SCAN_WAIT).await?;
+    }
+    if endpoint == endpoint::UNLOCK {
+        expect(Method::POST)?;
+        return unlock(state, req).await;
     }
     match endpoint {
         endpoint::LIST => {
@@ -253,6 +264,44 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         }
         _ => Err(ApiError::not_found(format!("no API endpoint {endpoint}"))),
     }
+}
+
+/// `POST /api/unlock`: reads the passphrases (bounded), tries them on the
+/// blocking pool (key derivation takes seconds) and answers what became of
+/// each container.
+async fn unlock(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    use file_restore_wire::{UnlockRequest, MAX_PASSPHRASES, MAX_UNLOCK_BODY};
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("unlock request larger than {MAX_UNLOCK_BODY} bytes"),
+        )
+    };
+    let body = http_body_util::Limited::new(req.into_body(), MAX_UNLOCK_BODY)
+        .collect()
+        .await
+        .map_err(|_| too_large())?
+        .to_bytes();
+    let parsed: UnlockRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("unlock request is not valid JSON: {e}")))?;
+    if parsed.passphrases.is_empty() || parsed.passphrases.len() > MAX_PASSPHRASES {
+        return Err(ApiError::bad_request(format!(
+            "unlock request needs 1 to {MAX_PASSPHRASES} passphrases, not {}",
+            parsed.passphrases.len()
+        )));
+    }
+    let mut passphrases = Vec::with_capacity(parsed.passphrases.len());
+    for (i, p) in parsed.passphrases.iter().enumerate() {
+        let bytes = decode_path(p).map_err(|_| {
+            ApiError::bad_request(format!("passphrase #{} is not valid base64", i + 1))
+        })?;
+        passphrases.push(bytes);
+    }
+    drop(parsed);
+    let answer = tokio::task::spawn_blocking(move || crate::stacks::unlock(&state, &passphrases))
+        .await
+        .map_err(|e| ApiError::internal(format!("unlock task failed: {e}")))?;
+    Ok(json(StatusCode::OK, &answer))
 }
 
 fn stream_response(head: Head, body: crate::stream::ChannelBody) -> Response<Body> {

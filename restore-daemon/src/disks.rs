@@ -3,14 +3,17 @@
 //! In the VM, disks are the virtio block devices in `/sys/block/vd*`, named by
 //! their virtio serial (set by the host). Partitions come from sysfs, so GPT,
 //! MBR and logical partitions (5+) keep the kernel's numbering; a disk
-//! without partitions is one `raw/raw` bucket. In dev mode the buckets are
-//! given on the command line instead (loop devices with offsets).
+//! without partitions is one `raw/raw` bucket. What is built on them (md
+//! arrays, LVM volumes, opened LUKS containers) is added by
+//! [`crate::stacks`]. In dev mode the buckets are given on the command line
+//! instead (loop devices with offsets).
 
 use crate::mounts::{MountState, PublishedPhase};
+use crate::stacks::{blockdev, tools};
 use crate::vpath::BucketKind;
 use file_restore_fsmagic::{self as fstype, FsType};
 use std::fs;
-use std::io::{Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -27,6 +30,13 @@ pub struct Bucket {
     pub size: u64,
     /// Detected filesystem type.
     pub fstype: FsType,
+    /// For LUKS containers: `LUKS1` or `LUKS2`.
+    pub encryption: Option<String>,
+    /// For LUKS containers: whether no passphrase has opened it yet.
+    pub locked: Option<bool>,
+    /// Why it cannot be read at all (an LV whose PV is missing, an md
+    /// array that cannot start); mounting it gives this error.
+    pub error: Option<String>,
     /// Mount state, changed on first access; also the mount lock, held
     /// while the bucket is being mounted.
     pub mount: Mutex<MountState>,
@@ -39,6 +49,8 @@ pub struct Bucket {
 pub struct Disk {
     /// Name in paths: the virtio serial, or the kernel name when there is none.
     pub name: String,
+    /// The kernel name (`vda`); empty in dev mode.
+    pub kname: String,
     /// Buckets, sorted by kind and then numerically by name.
     pub buckets: Vec<std::sync::Arc<Bucket>>,
 }
@@ -63,53 +75,74 @@ fn sys_attr(dir: &Path, attr: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-/// Makes a bucket from a device node, probing its filesystem type.
+/// Makes a bucket from a device node, probing its filesystem type (and
+/// for LUKS its version).
 pub fn probe_bucket(kind: BucketKind, name: String, device: PathBuf) -> std::io::Result<Bucket> {
     let mut f = fs::File::open(&device)?;
+    let fstype = fstype::probe_device(&mut f)?;
     let size = f.seek(SeekFrom::End(0))?;
-    f.seek(SeekFrom::Start(0))?;
-    let fstype = fstype::probe(&mut f)?;
+    let encryption = if fstype == FsType::Luks {
+        let mut head = [0u8; 8];
+        f.seek(SeekFrom::Start(0))?;
+        f.read_exact(&mut head)?;
+        fstype::luks_version(&head).map(|v| format!("LUKS{v}"))
+    } else {
+        None
+    };
+    let locked = encryption.as_ref().map(|_| {
+        let kname = device.file_name().map(|n| n.to_string_lossy().into_owned());
+        !kname.is_some_and(|k| crate::stacks::is_open_container(&k))
+    });
     Ok(Bucket {
         kind,
         name,
         device,
         size,
         fstype,
+        locked,
+        encryption,
+        error: None,
         mount: Mutex::new(MountState::NotMounted),
         phase: PublishedPhase::default(),
     })
 }
 
-/// Makes sure `/dev/<name>` exists for a sysfs block device (devtmpfs
-/// normally creates it; without it, mknod from the `dev` attribute).
-fn device_node(sys_dir: &Path, name: &str) -> std::io::Result<PathBuf> {
-    let node = PathBuf::from("/dev").join(name);
-    if node.exists() {
-        return Ok(node);
+/// A bucket that cannot be read at all, with the reason (its device node,
+/// if it has one, is never opened).
+pub fn broken_bucket(kind: BucketKind, name: String, error: String) -> Bucket {
+    Bucket {
+        kind,
+        name,
+        device: PathBuf::new(),
+        size: 0,
+        fstype: FsType::Unknown,
+        encryption: None,
+        locked: None,
+        error: Some(error),
+        mount: Mutex::new(MountState::NotMounted),
+        phase: PublishedPhase::default(),
     }
-    let dev = sys_attr(sys_dir, "dev").ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("{}: no dev attribute", sys_dir.display()),
-        )
-    })?;
-    let (major, minor) = dev
-        .split_once(':')
-        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("bad dev attribute {dev:?}"),
-            )
-        })?;
-    nix::sys::stat::mknod(
-        &node,
-        nix::sys::stat::SFlag::S_IFBLK,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-        nix::sys::stat::makedev(major, minor),
-    )
-    .map_err(std::io::Error::from)?;
-    Ok(node)
+}
+
+impl Bucket {
+    /// The kernel name of its device (`vda2`, `dm-3`); empty when it has none.
+    pub fn kname(&self) -> String {
+        self.device
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether a scan of the same device found the same thing (so the old
+    /// bucket, with its mount, can stay).
+    pub fn same_as(&self, other: &Bucket) -> bool {
+        self.kind == other.kind
+            && self.name == other.name
+            && self.device == other.device
+            && self.fstype == other.fstype
+            && self.locked == other.locked
+            && self.error == other.error
+    }
 }
 
 /// Turns a virtio serial into a path-safe disk name.
@@ -125,6 +158,11 @@ fn disk_name(serial: Option<String>, kernel_name: &str) -> String {
     } else {
         cleaned
     }
+}
+
+/// Sorts buckets by kind, then numerically, then by name.
+pub fn sort_buckets(buckets: &mut [std::sync::Arc<Bucket>]) {
+    buckets.sort_by(|a, b| numeric_then_name(a, b));
 }
 
 fn numeric_then_name(a: &Bucket, b: &Bucket) -> std::cmp::Ordering {
@@ -167,7 +205,7 @@ pub fn scan_disk(sys_dir: &Path) -> std::io::Result<Disk> {
         if sectors <= 2 {
             continue;
         }
-        let node = match device_node(&pdir, &pname) {
+        let node = match blockdev::node(&pname) {
             Ok(n) => n,
             Err(e) => {
                 log::warn!("disk {name}: partition {num} ({pname}): no device node: {e}");
@@ -180,7 +218,7 @@ pub fn scan_disk(sys_dir: &Path) -> std::io::Result<Disk> {
         }
     }
     if buckets.is_empty() {
-        let node = device_node(sys_dir, &kname)?;
+        let node = blockdev::node(&kname)?;
         let b = probe_bucket(BucketKind::Raw, "raw".into(), node)?;
         buckets.push(b);
     }
@@ -197,16 +235,19 @@ pub fn scan_disk(sys_dir: &Path) -> std::io::Result<Disk> {
     }
     Ok(Disk {
         name,
+        kname,
         buckets: buckets.into_iter().map(std::sync::Arc::new).collect(),
     })
 }
 
-/// Scans all virtio disks (`/sys/block/vd*`), in kernel name order.
+/// Scans all virtio disks (`/sys/block/vd*`) but the tools disk, in kernel
+/// name order: partitions or the whole disk, nothing built on them.
 pub fn scan_virtio_disks() -> Vec<Disk> {
     let mut names: Vec<PathBuf> = match fs::read_dir("/sys/block") {
         Ok(rd) => rd
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().starts_with("vd"))
+            .filter(|e| !tools::is_tools_disk(&e.path()))
             .map(|e| e.path())
             .collect(),
         Err(e) => {

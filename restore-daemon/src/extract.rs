@@ -97,7 +97,8 @@ fn base_name(path: &VPath) -> String {
         VPath::Inside { rest, bucket, .. } => {
             let last = rest.rsplit(|&c| c == b'/').next().unwrap_or(b"");
             if last.is_empty() || last == b".." {
-                bucket.replace('/', "_")
+                // lvm/vg/root is called root, like the last component of any path.
+                bucket.rsplit('/').next().unwrap_or(bucket).to_owned()
             } else {
                 String::from_utf8_lossy(last).into_owned()
             }

@@ -7,6 +7,7 @@
 //! (lstat) and report their target.
 
 use crate::confine::{self, Last, Root};
+use crate::disks::Bucket;
 use crate::error::ApiError;
 use crate::mounts;
 use crate::state::State;
@@ -15,6 +16,7 @@ use crate::vpath::{self, BucketKind, VPath};
 use file_restore_wire::{encode_path, Entry, EntryType};
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 fn virtual_entry(path: &[u8], text: &str, leaf: bool) -> Entry {
     Entry {
@@ -26,6 +28,8 @@ fn virtual_entry(path: &[u8], text: &str, leaf: bool) -> Entry {
         mtime: None,
         target: None,
         fstype: None,
+        encryption: None,
+        locked: None,
         error: None,
     }
 }
@@ -48,22 +52,8 @@ pub fn list_virtual(state: &State, path: &VPath) -> Result<Vec<Entry>, ApiError>
         }
         VPath::Kind(name, kind) => {
             let d = state.disk(name)?;
-            let buckets: Vec<Entry> = d
-                .buckets
-                .iter()
-                .filter(|b| b.kind == *kind)
-                .map(|b| {
-                    let mut e = virtual_entry(
-                        &vpath::join(&parent, b.name.as_bytes()),
-                        &b.name,
-                        mounts::mount_options(b.fstype).is_none(),
-                    );
-                    e.size = Some(b.size);
-                    e.fstype = Some(b.fstype.name().to_owned());
-                    e
-                })
-                .collect();
-            if buckets.is_empty() {
+            let of_kind: Vec<&Arc<Bucket>> = d.buckets.iter().filter(|b| b.kind == *kind).collect();
+            if of_kind.is_empty() {
                 return Err(ApiError::not_found(format!(
                     "disk '{name}' has no {} buckets; it has: {}",
                     kind.name(),
@@ -74,10 +64,58 @@ pub fn list_virtual(state: &State, path: &VPath) -> Result<Vec<Entry>, ApiError>
                         .join(", ")
                 )));
             }
-            Ok(buckets)
+            if kind.name_components() == 1 {
+                return Ok(of_kind
+                    .iter()
+                    .map(|b| bucket_entry(&parent, b, &b.name))
+                    .collect());
+            }
+            // lvm: the VGs first, their LVs one level down.
+            let mut groups: Vec<&str> = of_kind
+                .iter()
+                .filter_map(|b| b.name.split_once('/').map(|(g, _)| g))
+                .collect();
+            groups.dedup();
+            Ok(groups
+                .iter()
+                .map(|g| virtual_entry(&vpath::join(&parent, g.as_bytes()), g, false))
+                .collect())
+        }
+        VPath::Group { disk, kind, group } => {
+            let d = state.disk(disk)?;
+            let prefix = format!("{group}/");
+            let entries: Vec<Entry> = d
+                .buckets
+                .iter()
+                .filter(|b| b.kind == *kind)
+                .filter_map(|b| Some((b, b.name.strip_prefix(&prefix)?)))
+                .map(|(b, rest)| bucket_entry(&parent, b, rest))
+                .collect();
+            if entries.is_empty() {
+                return Err(ApiError::not_found(format!(
+                    "disk '{disk}' has no {} group '{group}'",
+                    kind.name()
+                )));
+            }
+            Ok(entries)
         }
         VPath::Inside { .. } => Err(ApiError::internal("list_virtual called for a bucket path")),
     }
+}
+
+/// The entry of a bucket, named `text` below `parent`.
+fn bucket_entry(parent: &[u8], b: &Bucket, text: &str) -> Entry {
+    let mut e = virtual_entry(
+        &vpath::join(parent, text.as_bytes()),
+        text,
+        b.error.is_some() || mounts::mount_options(b.fstype).is_none(),
+    );
+    e.size = Some(b.size);
+    e.fstype = Some(b.fstype.name().to_owned());
+    e.encryption = b.encryption.clone();
+    e.locked = b.locked;
+    e.error = b.error.clone();
+    e
 }
 
 /// Mounts the bucket (if needed) and opens its confined root.
@@ -105,6 +143,8 @@ fn describe(dir: &OwnedFd, name: &[u8], full_path: &[u8]) -> Entry {
         mtime: None,
         target: None,
         fstype: None,
+        encryption: None,
+        locked: None,
         error: None,
     };
     let st = if name.is_empty() {

@@ -22,6 +22,7 @@ mod mounts;
 mod pid1;
 mod ready_signal;
 mod server;
+mod stacks;
 mod state;
 mod stream;
 mod vsock_conn;
@@ -142,7 +143,7 @@ fn run_vm() -> anyhow::Result<()> {
         let scan_state = state.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let disks = disks::scan_virtio_disks();
+            let disks = stacks::scan_all();
             log::info!(
                 "disk scan found {} disks in {} ms",
                 disks.len(),
@@ -206,6 +207,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             Some(d) => d.buckets.push(Arc::new(b)),
             None => disks.push(disks::Disk {
                 name: disk,
+                kname: String::new(),
                 buckets: vec![Arc::new(b)],
             }),
         }

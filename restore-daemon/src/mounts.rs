@@ -69,7 +69,9 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         // The ext4 driver serves ext2 and ext3 too; noload skips the journal.
         FsType::Ext2 | FsType::Ext3 | FsType::Ext4 => ("ext4", "noload"),
         FsType::Xfs => ("xfs", "norecovery"),
-        FsType::Btrfs => ("btrfs", "rescue=nologreplay"),
+        // The top level (subvolid 5), not the default subvolume: every
+        // subvolume and snapshot is then a directory below the bucket.
+        FsType::Btrfs => ("btrfs", "rescue=nologreplay,subvolid=5"),
         FsType::Vfat => ("vfat", "iocharset=utf8,shortname=mixed"),
         FsType::Exfat => ("exfat", "iocharset=utf8"),
         FsType::Iso9660 => ("iso9660", "iocharset=utf8"),
@@ -86,7 +88,9 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         FsType::Erofs => ("erofs", ""),
         // JFS opens its journal only on read-write mounts (replay is fsck.jfs's job).
         FsType::Jfs => ("jfs", "iocharset=utf8"),
-        FsType::LvmPv | FsType::Swap | FsType::Luks | FsType::Unknown => return None,
+        FsType::LvmPv | FsType::Swap | FsType::Luks | FsType::MdMember | FsType::Unknown => {
+            return None
+        }
     })
 }
 
@@ -94,11 +98,27 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
 /// returns its mount point. Errors name the disk, the bucket and its type.
 pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBuf, ApiError> {
     let label = format!("{disk}/{}/{}", bucket.kind.name(), bucket.name);
+    if let Some(e) = &bucket.error {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("bucket {label} cannot be read: {e}"),
+        ));
+    }
     let Some((fs, data)) = mount_options(bucket.fstype) else {
-        let why = bucket
-            .fstype
-            .unmountable_reason()
-            .unwrap_or("unsupported type");
+        let open_reason;
+        let why = if bucket.locked == Some(false) {
+            open_reason = format!(
+                "it is an open {} container: its content is the bucket luks/{}",
+                bucket.encryption.as_deref().unwrap_or("LUKS"),
+                crate::stacks::luks_content_name(bucket.kind.name(), &bucket.name)
+            );
+            open_reason.as_str()
+        } else {
+            bucket
+                .fstype
+                .unmountable_reason()
+                .unwrap_or("unsupported type")
+        };
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(

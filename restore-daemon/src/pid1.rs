@@ -27,7 +27,69 @@ pub fn mount_pseudo_filesystems() {
     let _ = std::fs::create_dir_all("/mnt");
 }
 
-/// Reaps exited children forever (PID 1 inherits every orphan).
+/// Children the daemon waits for itself (the storage tools): the reaper
+/// leaves them alone, or their owner would lose the exit status. Held while
+/// such a child is spawned and registered, so the reaper cannot reap it in
+/// between.
+static OWNED_CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Spawns `cmd` as a child its caller waits for; [`release_child`] after
+/// the wait.
+pub fn spawn_owned(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    let mut owned = OWNED_CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let child = cmd.spawn()?;
+    owned.push(child.id());
+    Ok(child)
+}
+
+/// Ends [`spawn_owned`]'s protection of `pid` (once it has been waited for).
+pub fn release_child(pid: u32) {
+    let mut owned = OWNED_CHILDREN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    owned.retain(|&p| p != pid);
+}
+
+/// The pid of an exited child, without reaping it (`waitid` with `WNOWAIT`).
+fn exited_child() -> Option<libc::pid_t> {
+    // SAFETY: siginfo_t is plain data; waitid fills it or leaves it zeroed.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a siginfo_t; P_ALL ignores the id.
+    let rc = unsafe {
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // SAFETY: si_pid is valid for SIGCHLD information, which waitid gives.
+    let pid = unsafe { info.si_pid() };
+    (rc == 0 && pid > 0).then_some(pid)
+}
+
+/// Reaps every exited child that is not an owned one; stops at the first
+/// owned one (its owner reaps it, and the next SIGCHLD brings the reaper back).
+fn reap_orphans() {
+    loop {
+        let owned = OWNED_CHILDREN
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(pid) = exited_child() else { return };
+        if owned.contains(&(pid as u32)) {
+            return;
+        }
+        let _ = nix::sys::wait::waitpid(
+            nix::unistd::Pid::from_raw(pid),
+            Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+        );
+    }
+}
+
+/// Reaps exited children forever (PID 1 inherits every orphan), except the
+/// ones spawned with [`spawn_owned`].
 pub async fn reap_children() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sig = match signal(SignalKind::child()) {
@@ -39,13 +101,7 @@ pub async fn reap_children() {
     };
     loop {
         sig.recv().await;
-        while let Ok(status) =
-            nix::sys::wait::waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
-        {
-            if status == nix::sys::wait::WaitStatus::StillAlive {
-                break;
-            }
-        }
+        reap_orphans();
     }
 }
 

@@ -52,6 +52,29 @@ impl State {
         self.scan_watch.send_replace(true);
     }
 
+    /// Replaces the disks after a rescan (an unlock opened something),
+    /// keeping every bucket that is still the same device with the same
+    /// content, so its mount and any stream reading it carry on.
+    pub fn replace_disks(&self, disks: Vec<Disk>) {
+        let old = self.disks();
+        let merged: Vec<Arc<Disk>> = disks
+            .into_iter()
+            .map(|mut d| {
+                let prev: Vec<Arc<Bucket>> =
+                    old.iter().flat_map(|o| o.buckets.iter().cloned()).collect();
+                for b in d.buckets.iter_mut() {
+                    if let Some(same) = prev.iter().find(|o| o.same_as(b)) {
+                        *b = same.clone();
+                    }
+                }
+                Arc::new(d)
+            })
+            .collect();
+        if let Ok(mut d) = self.disks.write() {
+            *d = merged;
+        }
+    }
+
     /// Waits until the disk scan has finished (at most `limit`), so that a
     /// listing right after boot is complete rather than empty.
     pub async fn wait_for_scan(&self, limit: std::time::Duration) -> Result<(), ApiError> {
@@ -122,8 +145,13 @@ impl State {
             .iter()
             .map(|b| format!("{}/{}", b.kind.name(), b.name))
             .collect();
+        let hint = if kind == BucketKind::Luks {
+            " (a LUKS container's content appears as luks/<name> once --key-file gives its passphrase)"
+        } else {
+            ""
+        };
         Err(ApiError::not_found(format!(
-            "disk '{disk}' has no bucket {}/{name}; it has: {}",
+            "disk '{disk}' has no bucket {}/{name}; it has: {}{hint}",
             kind.name(),
             have.join(", ")
         )))
@@ -148,6 +176,9 @@ impl State {
                             size: b.size,
                             mounted: phase == MountPhase::Mounted,
                             mounting: phase == MountPhase::Mounting,
+                            encryption: b.encryption.clone(),
+                            locked: b.locked,
+                            error: b.error.clone(),
                         }
                     })
                     .collect(),

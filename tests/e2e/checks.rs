@@ -5,6 +5,7 @@
 use crate::Ctx;
 use anyhow::{bail, ensure, Context, Result};
 use file_restore_tests::cli::{self, join, Listed};
+use file_restore_tests::fixtures::Bucket;
 use file_restore_tests::manifest::{self, Manifest, Mtime, Rules};
 use file_restore_tests::sys::{self, show, Output};
 use std::collections::{BTreeMap, BTreeSet};
@@ -264,43 +265,65 @@ pub fn check_levels(ctx: &Ctx, src: &Src) -> Result<()> {
         );
         check_text_output(ctx, src, dpath.as_bytes(), &types)?;
         for t in &want_types {
-            let tpath = format!("/{disk}/{t}");
-            let got = ctx.cli.list(&src.path, tpath.as_bytes())?;
-            check_text_output(ctx, src, tpath.as_bytes(), &got)?;
-            let got_by: BTreeMap<String, &Listed> =
-                got.iter().map(|e| (e.text.clone(), e)).collect();
-            let want_b: Vec<_> = buckets
+            // Where each bucket is listed: /disk/part lists part/N as N; /disk/lvm
+            // lists VGs and /disk/lvm/VG their LVs.
+            let mut levels: BTreeMap<String, BTreeMap<String, Option<&Bucket>>> = BTreeMap::new();
+            for b in buckets
                 .iter()
                 .filter(|b| b.name.starts_with(&format!("{t}/")))
-                .collect();
-            let want_names: BTreeSet<String> = want_b
-                .iter()
-                .map(|b| b.name[t.len() + 1..].to_string())
-                .collect();
-            ensure!(
-                got_by.keys().cloned().collect::<BTreeSet<_>>() == want_names,
-                "{}: list {tpath} shows buckets {:?}, want {want_names:?}",
-                src.label,
-                got_by.keys().collect::<Vec<_>>()
-            );
-            for b in want_b {
-                let e = got_by[&b.name[t.len() + 1..]];
-                let want_fs = b.fstype.clone().unwrap_or_else(|| "unknown".to_string());
+            {
+                let rest = &b.name[t.len() + 1..];
+                match rest.split_once('/') {
+                    Some((group, leaf)) => {
+                        levels
+                            .entry(format!("/{disk}/{t}"))
+                            .or_default()
+                            .insert(group.to_string(), None);
+                        levels
+                            .entry(format!("/{disk}/{t}/{group}"))
+                            .or_default()
+                            .insert(leaf.to_string(), Some(b));
+                    }
+                    None => {
+                        levels
+                            .entry(format!("/{disk}/{t}"))
+                            .or_default()
+                            .insert(rest.to_string(), Some(b));
+                    }
+                }
+            }
+            for (tpath, want_here) in &levels {
+                let got = ctx.cli.list(&src.path, tpath.as_bytes())?;
+                check_text_output(ctx, src, tpath.as_bytes(), &got)?;
+                let got_by: BTreeMap<String, &Listed> =
+                    got.iter().map(|e| (e.text.clone(), e)).collect();
+                let want_names: BTreeSet<String> = want_here.keys().cloned().collect();
                 ensure!(
-                    e.fstype.as_deref() == Some(want_fs.as_str()),
-                    "{}: bucket {disk}/{}: fstype {:?}, want {want_fs:?}",
+                    got_by.keys().cloned().collect::<BTreeSet<_>>() == want_names,
+                    "{}: list {tpath} shows {:?}, want {want_names:?}",
                     src.label,
-                    b.name,
-                    e.fstype
+                    got_by.keys().collect::<Vec<_>>()
                 );
-                ensure!(
-                    e.size == Some(b.size),
-                    "{}: bucket {disk}/{}: size {:?}, want {} (fixtures.json)",
-                    src.label,
-                    b.name,
-                    e.size,
-                    b.size
-                );
+                for (name, b) in want_here {
+                    let Some(b) = b else { continue };
+                    let e = got_by[name];
+                    let want_fs = b.fstype.clone().unwrap_or_else(|| "unknown".to_string());
+                    ensure!(
+                        e.fstype.as_deref() == Some(want_fs.as_str()),
+                        "{}: bucket {disk}/{}: fstype {:?}, want {want_fs:?}",
+                        src.label,
+                        b.name,
+                        e.fstype
+                    );
+                    ensure!(
+                        e.size == Some(b.size),
+                        "{}: bucket {disk}/{}: size {:?}, want {} (fixtures.json)",
+                        src.label,
+                        b.name,
+                        e.size,
+                        b.size
+                    );
+                }
             }
         }
         // A bucket root and a nested directory, JSON and text.

@@ -34,6 +34,9 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
         ("zeroed-super.img", 15),
         ("swap.img", 5),
         ("big-ext4.img", 40),
+        // LVM activated in the guest: two LVs, one in two segments stored in
+        // reverse order on the PV.
+        ("lvm.img", 40),
     ] {
         let src = Src::image(ctx, key);
         let mut g = matrix_group(ctx, src.clone(), weight)?;

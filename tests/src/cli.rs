@@ -64,6 +64,17 @@ impl Listed {
     }
 }
 
+/// The depth of the buckets in `path`'s kind: 3 (`/disk/part/N`), 4 for
+/// LVM (`/disk/lvm/VG/LV`).
+pub fn bucket_depth(path: &[u8]) -> usize {
+    let kind = path.split(|&c| c == b'/').filter(|c| !c.is_empty()).nth(1);
+    if kind == Some(b"lvm".as_slice()) {
+        4
+    } else {
+        3
+    }
+}
+
 /// `/a//b/./c/` → `/a/b/c`, as the CLI normalizes a PATH.
 pub fn normalize(path: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -218,9 +229,10 @@ fn check_entry(listed: &[u8], item: &Value, count: usize) -> Result<Listed> {
         e.text
     );
     let d = depth(&e.path);
-    if d <= 3 {
+    let bd = bucket_depth(&e.path);
+    if d <= bd {
         ensure!(kind == 'v', "an entry at depth {d} has type {kind}, not v");
-        if d < 3 {
+        if d < bd {
             ensure!(size.is_none(), "a virtual level above buckets has a size");
         }
         ensure!(mtime.is_none(), "a virtual level has an mtime");
@@ -228,8 +240,8 @@ fn check_entry(listed: &[u8], item: &Value, count: usize) -> Result<Listed> {
         ensure!(kind != 'v', "an entry inside a bucket has type v");
     }
     ensure!(
-        (d == 3) == e.fstype.is_some(),
-        "fstype must be present on buckets (depth 3) and only there (depth {d}, fstype {:?})",
+        (d == bd) == e.fstype.is_some(),
+        "fstype must be present on buckets (depth {bd}) and only there (depth {d}, fstype {:?})",
         e.fstype
     );
     ensure!(

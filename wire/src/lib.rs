@@ -29,6 +29,12 @@ pub const DEFAULT_PORT: u32 = 1024;
 /// carries no data.
 pub const READY_PORT: u32 = 1025;
 
+/// The virtio serial of the storage-tools disk (lvm, mdadm, cryptsetup on a
+/// read-only squashfs) the host attaches after the SOURCE's disks when it has
+/// one. The daemon never lists it; the host never gives a SOURCE disk this
+/// serial.
+pub const TOOLS_SERIAL: &str = "file-restore-tools";
+
 /// Authorization scheme: `Authorization: FileRestoreTicket <ticket>`.
 pub const TICKET_SCHEME: &str = "FileRestoreTicket";
 
@@ -48,6 +54,10 @@ pub mod endpoint {
     pub const EXTRACT: &str = "/api/extract";
     /// `POST`: power the VM off.
     pub const STOP: &str = "/api/stop";
+    /// `POST` with an [`crate::UnlockRequest`] body: try the passphrases on
+    /// every locked LUKS container, open what they fit (read-only) and scan
+    /// what appears; answers an [`crate::UnlockAnswer`].
+    pub const UNLOCK: &str = "/api/unlock";
 }
 
 /// The kind of an entry, serialized as one letter.
@@ -121,6 +131,13 @@ pub struct Entry {
     /// For buckets: the detected filesystem type (`ext4`, `xfs`, `swap`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fstype: Option<String>,
+    /// For LUKS containers: `LUKS1` or `LUKS2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// For LUKS containers: true until a passphrase opens it; its content is
+    /// then the bucket `luks/<name>` of the same disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
     /// What could not be read of this entry, when something could not (a
     /// symlink target the daemon refuses, which an archive of the entry
     /// refuses the same way); the other fields are filled in as far as known.
@@ -170,6 +187,77 @@ pub struct BucketStatus {
     /// from daemons that do not report it.
     #[serde(default)]
     pub mounting: bool,
+    /// For LUKS containers: `LUKS1` or `LUKS2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+    /// For LUKS containers: whether no passphrase has opened it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<bool>,
+    /// Why the bucket cannot be read (an LV whose PV is missing, an md array
+    /// that cannot start), when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Longest [`UnlockRequest`] body the daemon reads.
+pub const MAX_UNLOCK_BODY: usize = 64 * 1024;
+
+/// Most passphrases one [`UnlockRequest`] may carry.
+pub const MAX_PASSPHRASES: usize = 64;
+
+/// Body of `POST /api/unlock`. The passphrases live only in the daemon's
+/// memory while they are tried (each goes to `cryptsetup` on a pipe).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlockRequest {
+    /// The passphrases, base64 of their raw bytes (standard alphabet), tried
+    /// in order on every locked container.
+    pub passphrases: Vec<String>,
+}
+
+impl std::fmt::Debug for UnlockRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a passphrase in a log line or a panic message.
+        write!(f, "UnlockRequest({} passphrases)", self.passphrases.len())
+    }
+}
+
+/// What became of one LUKS container in an unlock call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnlockOutcome {
+    /// A passphrase opened it in this call.
+    Opened,
+    /// It was open already.
+    AlreadyOpen,
+    /// None of the passphrases opens it.
+    WrongKey,
+    /// Opening failed for another reason (`message` says which).
+    Failed,
+}
+
+/// One container in an [`UnlockAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockResult {
+    /// The container: `disk/kind/name` (e.g. `disk0/part/2`).
+    pub container: String,
+    /// `LUKS1` or `LUKS2`.
+    pub encryption: String,
+    /// What happened.
+    pub outcome: UnlockOutcome,
+    /// Where its content is now: `luks/<name>` (when open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    /// Details for `failed` (and `wrong-key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Answer of `POST /api/unlock`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnlockAnswer {
+    /// Every LUKS container of the VM, in disk order.
+    pub containers: Vec<UnlockResult>,
 }
 
 /// Answer of `GET /api/status`.
@@ -330,6 +418,8 @@ mod tests {
             mtime: None,
             target: Some("/etc".into()),
             fstype: None,
+            encryption: None,
+            locked: None,
             error: None,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();

@@ -22,6 +22,11 @@ pub enum BucketKind {
     Raw,
     /// An LVM logical volume: `lvm/VG/LV`.
     Lvm,
+    /// An md RAID array: `md/NAME`.
+    Md,
+    /// The opened content of a LUKS container: `luks/NAME`, where NAME is the
+    /// container's own bucket path with `/` as `-` (`part-2`, `lvm-vg-lv`).
+    Luks,
 }
 
 impl BucketKind {
@@ -31,6 +36,8 @@ impl BucketKind {
             BucketKind::Part => "part",
             BucketKind::Raw => "raw",
             BucketKind::Lvm => "lvm",
+            BucketKind::Md => "md",
+            BucketKind::Luks => "luks",
         }
     }
 
@@ -40,6 +47,8 @@ impl BucketKind {
             b"part" => Some(BucketKind::Part),
             b"raw" => Some(BucketKind::Raw),
             b"lvm" => Some(BucketKind::Lvm),
+            b"md" => Some(BucketKind::Md),
+            b"luks" => Some(BucketKind::Luks),
             _ => None,
         }
     }
@@ -60,8 +69,18 @@ pub enum VPath {
     Root,
     /// `/<disk>`: its bucket types.
     Disk(String),
-    /// `/<disk>/<type>`: its buckets of that type.
+    /// `/<disk>/<type>`: its buckets of that type (for `lvm`: its VGs).
     Kind(String, BucketKind),
+    /// `/<disk>/lvm/<VG>`: the first components of a bucket name that has
+    /// several (the LVs of a VG).
+    Group {
+        /// The disk name.
+        disk: String,
+        /// The bucket kind.
+        kind: BucketKind,
+        /// The leading name components, joined with `/`.
+        group: String,
+    },
     /// `/<disk>/<type>/<name…>[/<inside>]`: a bucket or a path inside it.
     Inside {
         /// The disk name.
@@ -88,7 +107,7 @@ pub enum PathError {
     #[error("invalid path component {0:?} in the disk/bucket part of the path")]
     BadComponent(String),
     /// Unknown bucket type.
-    #[error("unknown bucket type '{0}': expected part, raw or lvm")]
+    #[error("unknown bucket type '{0}': expected part, raw, lvm, md or luks")]
     UnknownKind(String),
 }
 
@@ -123,8 +142,16 @@ pub fn parse(path: &[u8]) -> Result<VPath, PathError> {
     let kind = BucketKind::from_name(kind_name)
         .ok_or_else(|| PathError::UnknownKind(String::from_utf8_lossy(kind_name).into_owned()))?;
     let n = kind.name_components();
-    if comps.len() < 2 + n {
+    if comps.len() == 2 {
         return Ok(VPath::Kind(disk, kind));
+    }
+    if comps.len() < 2 + n {
+        let group = comps[2..]
+            .iter()
+            .map(|c| virtual_component(c))
+            .collect::<Result<Vec<_>, _>>()?
+            .join("/");
+        return Ok(VPath::Group { disk, kind, group });
     }
     let bucket = comps[2..2 + n]
         .iter()
@@ -157,6 +184,9 @@ pub fn canonical(p: &VPath) -> Vec<u8> {
         VPath::Root => b"/".to_vec(),
         VPath::Disk(d) => format!("/{d}").into_bytes(),
         VPath::Kind(d, k) => format!("/{d}/{}", k.name()).into_bytes(),
+        VPath::Group { disk, kind, group } => {
+            format!("/{disk}/{}/{group}", kind.name()).into_bytes()
+        }
         VPath::Inside {
             disk,
             kind,
@@ -198,8 +228,17 @@ mod tests {
         );
         assert_eq!(
             parse(b"/d0/lvm/vg").unwrap(),
+            VPath::Group {
+                disk: "d0".into(),
+                kind: BucketKind::Lvm,
+                group: "vg".into()
+            }
+        );
+        assert_eq!(
+            parse(b"/d0/lvm/").unwrap(),
             VPath::Kind("d0".into(), BucketKind::Lvm)
         );
+        assert_eq!(canonical(&parse(b"/d0/lvm/vg/").unwrap()), b"/d0/lvm/vg");
         match parse(b"/d0/lvm/vg/root/x").unwrap() {
             VPath::Inside { bucket, rest, .. } => {
                 assert_eq!(bucket, "vg/root");

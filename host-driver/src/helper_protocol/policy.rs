@@ -53,7 +53,13 @@ impl BootPolicy {
     /// Checks the request's kernel and initramfs.
     pub fn check_boot_files(&self, req: &HelperRequest) -> Result<(), HelperError> {
         self.check_boot_file("kernel", &req.kernel, KERNEL_NAMES)?;
-        self.check_boot_file("initramfs", &req.initramfs, INITRAMFS_NAMES)
+        self.check_boot_file("initramfs", &req.initramfs, INITRAMFS_NAMES)?;
+        match &req.tools {
+            Some(t) => {
+                self.check_boot_file("tools image", t, &[file_restore_initramfs::TOOLS_FILE])
+            }
+            None => Ok(()),
+        }
     }
 
     fn check_boot_file(

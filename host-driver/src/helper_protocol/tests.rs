@@ -13,6 +13,7 @@ fn request() -> HelperRequest {
         qemu: None,
         kernel: "/usr/local/lib/file-restore/vmlinux".into(),
         initramfs: "/usr/local/lib/file-restore/initramfs.img".into(),
+        tools: None,
         ticket: "0123456789abcdef0123456789abcdef".into(),
         disks: vec![DiskRequest {
             source: DiskSource::Path("/srv/img/disk.qcow2".into()),

@@ -158,6 +158,7 @@ pub fn request(fx: &Fixture, kernel: &Path, initramfs: &Path, image: &Path) -> H
         qemu: None,
         kernel: kernel.to_path_buf(),
         initramfs: initramfs.to_path_buf(),
+        tools: None,
         ticket: "0123456789abcdef0123456789abcdef".into(),
         disks: vec![DiskRequest {
             source: DiskSource::Path(image.to_path_buf()),

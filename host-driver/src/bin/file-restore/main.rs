@@ -9,6 +9,7 @@
 mod cli;
 mod completions;
 mod extract;
+mod keys;
 mod output;
 
 use clap::Parser;
@@ -125,12 +126,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             path,
             output_format,
             timeout,
+            key_file,
         } => {
             let path = path
                 .map(|p| p.as_bytes().to_vec())
                 .unwrap_or_else(|| b"/".to_vec());
             let driver = new_driver()?;
             let work = async {
+                if let Some(k) = &key_file {
+                    keys::unlock(driver.as_ref(), &source, k).await?;
+                }
                 driver
                     .list(&source, &path)
                     .await
@@ -153,8 +158,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             zstd,
             overwrite,
             same_owner,
+            key_file,
         } => {
             let driver = new_driver()?;
+            if let Some(k) = &key_file {
+                keys::unlock(driver.as_ref(), &source, k).await?;
+            }
             let opts = extract::ExtractOpts {
                 format,
                 zstd,

@@ -104,7 +104,21 @@ fn write_status_text(out: &mut impl Write, reports: &[VmReport]) -> std::io::Res
             let b: Vec<String> = d
                 .buckets
                 .iter()
-                .map(|b| format!("{} {}", safe(&b.path), safe(&b.fstype)))
+                .map(|b| {
+                    let mut s = format!("{} {}", safe(&b.path), safe(&b.fstype));
+                    if let Some(enc) = &b.encryption {
+                        let state = if b.locked == Some(false) {
+                            "open"
+                        } else {
+                            "locked"
+                        };
+                        s.push_str(&format!(" ({}, {state})", safe(enc)));
+                    }
+                    if let Some(err) = &b.error {
+                        s.push_str(&format!(" (error: {})", safe(err)));
+                    }
+                    s
+                })
                 .collect();
             writeln!(out, "  disk {}: {}", safe(&d.name), b.join(", "))?;
         }
@@ -138,7 +152,17 @@ pub fn write_list(
                     safe(&e.text)
                 );
                 if let Some(fs) = &e.fstype {
-                    line.push_str(&format!(" [{}]", safe(fs)));
+                    match &e.encryption {
+                        Some(enc) => {
+                            let state = if e.locked == Some(false) {
+                                "open"
+                            } else {
+                                "locked"
+                            };
+                            line.push_str(&format!(" [{} {}, {state}]", safe(fs), safe(enc)));
+                        }
+                        None => line.push_str(&format!(" [{}]", safe(fs))),
+                    }
                 }
                 if let Some(t) = &e.target {
                     line.push_str(&format!(" -> {}", safe(t)));

@@ -55,6 +55,8 @@ fn text_listing_escapes_guest_names_json_stays_exact() {
         mtime: Some(0),
         target: Some(format!("/etc/{EVIL}")),
         fstype: Some(format!("ext4{EVIL}")),
+        encryption: Some(format!("LUKS{EVIL}")),
+        locked: Some(true),
         error: Some(format!("bad{EVIL}")),
     }];
     let mut out = Vec::new();
@@ -65,7 +67,7 @@ fn text_listing_escapes_guest_names_json_stays_exact() {
     assert_eq!(
         text,
         format!(
-            "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN}] -> /etc/{EVIL_SHOWN} \
+            "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN} LUKS{EVIL_SHOWN}, locked] -> /etc/{EVIL_SHOWN} \
              (error: bad{EVIL_SHOWN})\n"
         )
     );
@@ -95,6 +97,9 @@ fn report(name: &str, label: &str, disk: &str) -> VmReport {
                 size: 1,
                 mounted: false,
                 mounting: false,
+                encryption: Some(format!("LUKS{EVIL}")),
+                locked: Some(true),
+                error: Some(format!("gone{EVIL}")),
             }],
         }]),
     }
@@ -109,7 +114,8 @@ fn status_text_escapes_guest_names() {
     no_controls(&text);
     assert!(
         text.contains(&format!(
-            "  disk disk{EVIL_SHOWN}: part/{EVIL_SHOWN} ext4{EVIL_SHOWN}\n"
+            "  disk disk{EVIL_SHOWN}: part/{EVIL_SHOWN} ext4{EVIL_SHOWN} (LUKS{EVIL_SHOWN}, locked) \
+             (error: gone{EVIL_SHOWN})\n"
         )),
         "{text}"
     );
