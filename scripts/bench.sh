@@ -160,6 +160,16 @@ BIG_SHA=$($LIB expected-sha "$FIXDIR" big big/256M.bin)
 BIG_PATH_FR=/big-ext4/raw/raw/big/256M.bin
 MANY_FR=/gpt/part/1/many
 meta big_file_bytes 268435456
+# Storage stacks (tests/fixtures/mkstacks.sh): an LV of a VG with thin and COW
+# snapshots, and LVM inside LUKS2 (argon2id, 32 MiB, 4 iterations).
+log "copying the lvm-layouts and luks2-lvm stack sources into $W/img"
+for d in lvm-layouts luks2-lvm; do
+    mkdir -p "$W/img/$d"
+    flock -s -w 900 "$FIXDIR/.lock" cp --sparse=always "$FIXDIR/stacks/$d/$d.raw" "$W/img/$d/"
+done
+LV_SRC=$W/img/lvm-layouts
+LUKS_SRC=$W/img/luks2-lvm
+printf 'second-pass\n' >"$W/luks.keys"
 
 # ---------------------------------------------------------------- machine
 meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -258,6 +268,19 @@ log "file-restore: extract the 256 MiB file (big-ext4.img, VM started untimed)"
 measure fr_extract "$RUNS" rm_out "$FR" extract "$BIG" "$BIG_PATH_FR" "$W/out.bin"
 check fr_extract "sha256 of 256M.bin" sha_is "$W/out.bin" "$BIG_SHA"
 rm_out
+
+log "file-restore: cold list of an LV root (lvm-layouts: a VG of 7 LVs, thin pool, snapshots)"
+measure fr_lv_cold "$RUNS" fr_stop "$FR" list "$LV_SRC" /lvm-layouts/lvm/vg-main.1/root --output-format json
+has_id_txt() { python3 -c 'import json, sys; assert any(e["text"] == "id.txt" for e in json.load(open(sys.argv[1]))), "no id.txt"' "$1"; }
+check fr_lv_cold "the LV lists id.txt" has_id_txt "$W/cmd.out"
+
+# A new VM listed once (untimed), then --key-file: the unlock alone (argon2id in the guest,
+# cryptsetup open, the LVM scan of what appeared).
+luks_vm() { fr_stop && "$FR" list "$LUKS_SRC" /; }
+log "file-restore: LUKS2 unlock (--key-file on a running VM) and the LV inside"
+measure fr_luks_unlock "$RUNS" luks_vm "$FR" list "$LUKS_SRC" /luks2-lvm/lvm/cryptvg2/root --key-file "$W/luks.keys" --output-format json
+check fr_luks_unlock "the LV inside LUKS lists id.txt" has_id_txt "$W/cmd.out"
+fr_stop >/dev/null 2>&1 || true
 
 log "file-restore: memory after the workload"
 if "$FR" status --output-format json >"$W/status.json" 2>"$W/cmd.err"; then
@@ -358,6 +381,10 @@ else
     meta lg_first_call_error "$(lastlines "$W/cmd.err")"
     log "  libguestfs first call failed: $(lastlines "$W/cmd.err")"
 fi
+
+log "libguestfs: cold list of the same LV root (virt-ls -m /dev/vg-main.1/root)"
+measure lg_lv_cold "$RUNS" - virt-ls -l --format=raw -a "$LV_SRC/lvm-layouts.raw" -m /dev/vg-main.1/root /
+check lg_lv_cold "the LV lists id.txt" $LIB contains "$W/cmd.out" "id.txt"
 
 log "libguestfs: cold list (virt-ls -l /)"
 measure lg_cold "$RUNS" - virt-ls -l "${LG_A[@]}" /

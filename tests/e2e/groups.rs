@@ -18,6 +18,7 @@ type G = Group<Ctx>;
 /// Every group of the suite.
 pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     let mut v = vec![usage(), evil(ctx), lifecycle(), parallel()];
+    v.extend(crate::stacks::stack_groups(ctx)?);
     v.extend(bad_sources());
     // The matrix: every image with its buckets.
     for (key, weight) in [
@@ -218,7 +219,8 @@ pub fn kill_servers() {
     }
 }
 
-fn teardown_for(g: &mut G, source: std::path::PathBuf) {
+/// The last case of a group: stop the VMs of its source.
+pub fn teardown_for(g: &mut G, source: std::path::PathBuf) {
     g.teardown = Some(Box::new(move |ctx: &Ctx| {
         ctx.cli.stop_vms_for(&source)?;
         Ok(())

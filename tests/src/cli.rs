@@ -107,8 +107,18 @@ fn depth(path: &[u8]) -> usize {
     path.split(|&b| b == b'/').filter(|c| !c.is_empty()).count()
 }
 
-const FIELDS: [&str; 8] = [
-    "filepath", "text", "type", "leaf", "size", "mtime", "target", "fstype",
+const FIELDS: [&str; 11] = [
+    "filepath",
+    "text",
+    "type",
+    "leaf",
+    "size",
+    "mtime",
+    "target",
+    "fstype",
+    "error",
+    "encryption",
+    "locked",
 ];
 const REQUIRED: [&str; 6] = ["filepath", "text", "type", "leaf", "size", "mtime"];
 
@@ -190,6 +200,20 @@ fn check_entry(listed: &[u8], item: &Value, count: usize) -> Result<Listed> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(o) => bail!("fstype is {o}, not a string"),
     };
+    if let Some(e) = obj.get("error") {
+        ensure!(e.is_string(), "error is {e}, not a string");
+    }
+    let luks = fstype.as_deref() == Some("crypto_LUKS");
+    for (k, ok) in [
+        ("encryption", obj.get("encryption").map(Value::is_string)),
+        ("locked", obj.get("locked").map(Value::is_boolean)),
+    ] {
+        ensure!(
+            ok.is_some() == luks && ok != Some(false),
+            "{k} must be on LUKS containers (only), with the right type ({k}: {:?})",
+            obj.get(k)
+        );
+    }
     let e = Listed {
         path,
         text,

@@ -34,15 +34,16 @@ pub struct Volume {
     pub error: Option<String>,
 }
 
+/// `lvm vgs --reportformat json`.
 #[derive(Deserialize)]
-struct Report<T> {
-    report: Vec<Section<T>>,
+struct VgsReport {
+    report: Vec<VgsSection>,
 }
 
 #[derive(Deserialize)]
-struct Section<T> {
-    #[serde(default = "Vec::new", rename = "vg")]
-    rows: Vec<T>,
+struct VgsSection {
+    #[serde(default)]
+    vg: Vec<VgRow>,
 }
 
 #[derive(Deserialize)]
@@ -60,10 +61,20 @@ struct LvRow {
 }
 
 #[derive(Deserialize)]
-struct PvRow {
-    pv_name: String,
+pub(super) struct PvRow {
+    pub pv_name: String,
     #[serde(default)]
+    pub vg_name: String,
+    /// Where the first extent starts on the PV, bytes.
+    #[serde(default)]
+    pub pe_start: String,
+}
+
+#[derive(Deserialize)]
+struct VgInfo {
     vg_name: String,
+    #[serde(default)]
+    vg_extent_size: String,
 }
 
 #[derive(Deserialize)]
@@ -71,38 +82,30 @@ struct VgRow {
     vg_name: String,
 }
 
-fn report<T: for<'de> Deserialize<'de>>(
-    tools: &Tools,
-    what: &str,
-    fields: &str,
-) -> Result<Vec<T>, String> {
-    let args = [
-        what,
-        "--reportformat",
-        "json",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        fields,
-    ];
+/// The names of the VGs lvm finds.
+fn vg_names(tools: &Tools) -> Result<Vec<String>, String> {
+    let args = ["vgs", "--reportformat", "json", "-o", "vg_name"];
     let out = tools.run("lvm", &args, None, LIMIT)?;
-    // A VG with a missing PV makes lvs exit non-zero while still reporting.
-    let parsed: Report<T> = serde_json::from_slice(&out.stdout).map_err(|e| {
+    // A VG with a missing PV makes vgs exit non-zero while still reporting.
+    let parsed: VgsReport = serde_json::from_slice(&out.stdout).map_err(|e| {
         format!(
-            "lvm {what} gave no usable report ({e}; exit {:?}): {}",
+            "lvm vgs gave no usable report ({e}; exit {:?}): {}",
             out.code,
             out.stderr_tail()
         )
     })?;
-    Ok(parsed.report.into_iter().flat_map(|s| s.rows).collect())
+    Ok(parsed
+        .report
+        .into_iter()
+        .flat_map(|s| s.vg)
+        .map(|r| r.vg_name)
+        .collect())
 }
 
 /// Activates every VG read-only; returns the VG names found.
 pub fn activate(tools: &Tools) -> Result<Vec<String>, String> {
-    let vgs: Vec<String> = report::<VgRow>(tools, "vgs", "vg_name")?
+    let vgs: Vec<String> = vg_names(tools)?
         .into_iter()
-        .map(|r| r.vg_name)
         .filter(|n| blockdev::is_safe_name(n))
         .collect();
     if vgs.is_empty() {
@@ -146,6 +149,8 @@ pub fn activate(tools: &Tools) -> Result<Vec<String>, String> {
 #[derive(Deserialize)]
 struct VgReport {
     #[serde(default)]
+    vg: Vec<VgInfo>,
+    #[serde(default)]
     pv: Vec<PvRow>,
     #[serde(default)]
     lv: Vec<LvRow>,
@@ -159,21 +164,52 @@ struct FullReport {
 }
 
 #[derive(Deserialize)]
-struct SegRow {
-    lv_name: String,
+pub(super) struct SegRow {
+    pub lv_name: String,
     #[serde(default)]
-    segtype: String,
+    pub segtype: String,
     #[serde(default)]
-    devices: String,
+    pub devices: String,
+    /// Thin LVs: their device id in the pool.
+    #[serde(default)]
+    pub thin_id: String,
+    /// Thin pools: the data block size, bytes.
+    #[serde(default)]
+    pub chunk_size: String,
+    /// Thin LVs: their pool.
+    #[serde(default)]
+    pub pool_lv: String,
+    /// Thin pools: the hidden data LV (`[pool_tdata]`).
+    #[serde(default)]
+    pub data_lv: String,
+    /// Thin pools: the hidden metadata LV (`[pool_tmeta]`).
+    #[serde(default)]
+    pub metadata_lv: String,
+    /// The segment's size, bytes.
+    #[serde(default)]
+    pub seg_size: String,
+    /// Where the segment starts in its LV, bytes.
+    #[serde(default)]
+    pub seg_start: String,
+    /// The PV extents it uses: `/dev/vda2:20-29`.
+    #[serde(default)]
+    pub seg_pe_ranges: String,
 }
 
-/// The kernel name of a PV's device (`/dev/mapper/x` is a link to `../dm-N`).
+/// The kernel name of a PV's device node (`/dev/vda2`, or `/dev/mapper/x`,
+/// which without udev is a node of its own, not a link to `../dm-N`).
 fn pv_kname(pv_name: &str) -> Option<String> {
+    use std::os::unix::fs::FileTypeExt;
+    use std::os::unix::fs::MetadataExt;
     if pv_name.starts_with('[') {
         return None; // "[unknown]": a missing PV
     }
-    let real = std::fs::canonicalize(pv_name).unwrap_or_else(|_| pv_name.into());
-    real.file_name().map(|n| n.to_string_lossy().into_owned())
+    let md = std::fs::metadata(pv_name).ok()?;
+    if !md.file_type().is_block_device() {
+        return None;
+    }
+    let rdev = md.rdev();
+    blockdev::kname_of_devno(nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
 }
 
 /// The visible LVs (not pools, not sub-LVs) and whether each is active: one
@@ -182,6 +218,7 @@ fn pv_kname(pv_name: &str) -> Option<String> {
 pub fn volumes(tools: &Tools) -> Result<Vec<Volume>, String> {
     let args = [
         "fullreport",
+        "-a",
         "--reportformat",
         "json",
         "--units",
@@ -190,11 +227,11 @@ pub fn volumes(tools: &Tools) -> Result<Vec<Volume>, String> {
         "--configreport",
         "vg",
         "-o",
-        "vg_name",
+        "vg_name,vg_extent_size",
         "--configreport",
         "pv",
         "-o",
-        "pv_name,vg_name",
+        "pv_name,vg_name,pe_start",
         "--configreport",
         "lv",
         "-o",
@@ -206,7 +243,8 @@ pub fn volumes(tools: &Tools) -> Result<Vec<Volume>, String> {
         "--configreport",
         "seg",
         "-o",
-        "lv_name,segtype,devices",
+        "lv_name,segtype,devices,thin_id,chunk_size,pool_lv,data_lv,metadata_lv,seg_size,\
+         seg_start,seg_pe_ranges",
     ];
     let out = tools.run("lvm", &args, None, LIMIT)?;
     // A VG with a missing PV makes lvm exit non-zero while still reporting.
@@ -219,17 +257,53 @@ pub fn volumes(tools: &Tools) -> Result<Vec<Volume>, String> {
     })?;
     let mut vols = Vec::new();
     for vg in full.report {
-        vols.extend(vg_volumes(vg));
+        let Some(info) = vg.vg.first() else { continue };
+        let layout = super::thin::Layout {
+            vg: &info.vg_name,
+            extent_size: info.vg_extent_size.parse().unwrap_or(0),
+            pvs: &vg.pv,
+            segs: &vg.seg,
+        };
+        let thin = super::thin::open_pools(tools, &layout);
+        let mut v = vg_volumes(vg);
+        for vol in &mut v {
+            match thin.get(&vol.lv) {
+                Some(Ok(k)) => {
+                    vol.kname = Some(k.clone());
+                    vol.error = None;
+                }
+                Some(Err(e)) => vol.error = Some(e.clone()),
+                None => {}
+            }
+        }
+        vols.extend(v);
     }
     Ok(vols)
+}
+
+/// Whether the first 4 KiB of `/dev/<kname>` can be read.
+fn readable(kname: &str) -> bool {
+    use std::io::Read;
+    let mut buf = [0u8; 4096];
+    blockdev::node(kname)
+        .and_then(std::fs::File::open)
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .is_ok()
 }
 
 /// The buckets of one VG's report.
 fn vg_volumes(vg: VgReport) -> Vec<Volume> {
     let mut out = Vec::new();
     for r in vg.lv {
+        if r.lv_name.starts_with('[') {
+            continue; // hidden: a pool's data or metadata, a raid image, …
+        }
         if !blockdev::is_safe_name(&r.vg_name) || !blockdev::is_safe_name(&r.lv_name) {
-            log::warn!("lvm: skipping LV with an unsafe name {:?}/{:?}", r.vg_name, r.lv_name);
+            log::warn!(
+                "lvm: skipping LV with an unsafe name {:?}/{:?}",
+                r.vg_name,
+                r.lv_name
+            );
             continue;
         }
         let segs: Vec<&SegRow> = vg.seg.iter().filter(|s| s.lv_name == r.lv_name).collect();
@@ -243,7 +317,10 @@ fn vg_volumes(vg: VgReport) -> Vec<Volume> {
             .filter(|p| p.vg_name == r.vg_name)
             .filter_map(|p| pv_kname(&p.pv_name))
             .collect();
-        let kname = match (r.lv_kernel_major.parse::<i64>(), r.lv_kernel_minor.parse::<i64>()) {
+        let kname = match (
+            r.lv_kernel_major.parse::<i64>(),
+            r.lv_kernel_minor.parse::<i64>(),
+        ) {
             (Ok(ma), Ok(mi)) if ma >= 0 && mi >= 0 => {
                 blockdev::kname_of_devno(ma as u64, mi as u64)
             }
@@ -251,7 +328,20 @@ fn vg_volumes(vg: VgReport) -> Vec<Volume> {
         };
         let missing = segs.iter().any(|s| s.devices.contains("[unknown]"))
             || r.lv_attr.get(8..9) == Some("p");
+        let parity_raid = segs.iter().any(|s| {
+            s.segtype.starts_with("raid4")
+                || s.segtype.starts_with("raid5")
+                || s.segtype.starts_with("raid6")
+        });
         let error = match (&kname, missing) {
+            (Some(k), _) if parity_raid && !readable(k) => Some(format!(
+                "logical volume {}/{} ({}) cannot be read: the kernel's dm-raid writes its \
+                 superblocks when a parity RAID LV starts, and the disks are read-only, so it \
+                 failed its legs (not supported yet; md RAID5/6 arrays made with mdadm are)",
+                r.vg_name,
+                r.lv_name,
+                segs.first().map_or("raid", |s| s.segtype.as_str())
+            )),
             (Some(_), _) => None,
             (None, true) => Some(format!(
                 "logical volume {}/{} is not available: a physical volume it uses is missing \
@@ -293,8 +383,15 @@ mod tests {
         let vols: Vec<Volume> = full.report.into_iter().flat_map(vg_volumes).collect();
         let names: Vec<&str> = vols.iter().map(|v| v.lv.as_str()).collect();
         assert_eq!(names, ["linear", "onlyc"]);
-        assert_eq!(vols[0].pvs, ["nonexistent-vdz1"]);
+        assert!(
+            vols[0].pvs.is_empty(),
+            "a PV node that does not exist is no disk"
+        );
         assert!(vols[1].error.as_deref().unwrap().contains("missing"));
-        assert!(vols[0].error.as_deref().unwrap().contains("could not be activated"));
+        assert!(vols[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("could not be activated"));
     }
 }

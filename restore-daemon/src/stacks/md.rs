@@ -25,7 +25,7 @@ pub struct Array {
     /// Kernel name (`md127`).
     pub kname: String,
     /// Bucket name: the array name without its host part, or the kernel
-    /// name for arrays without a name (metadata 0.90).
+    /// number for arrays without a name (metadata 0.90: `md0` is `md/0`).
     pub name: String,
     /// Why it cannot be read, when it cannot (not started).
     pub error: Option<String>,
@@ -67,7 +67,7 @@ fn bucket_name(md_name: Option<&str>, kname: &str) -> String {
         .filter(|n| !n.is_empty());
     match short {
         Some(n) => blockdev::safe_name(n),
-        None => kname.to_owned(),
+        None => kname.strip_prefix("md").unwrap_or(kname).to_owned(),
     }
 }
 
@@ -111,8 +111,8 @@ pub fn arrays(tools: &Tools) -> Vec<Array> {
         );
         out.push(Array { kname, name, error });
     }
-    // Two arrays with one name (from two VMs' disks): the later ones keep
-    // their kernel name.
+    // Two arrays with one name (from two VMs' disks): the later ones are
+    // called by their kernel name.
     let mut seen = std::collections::BTreeSet::new();
     for a in &mut out {
         if !seen.insert(a.name.clone()) {
@@ -130,8 +130,8 @@ mod tests {
     fn names() {
         assert_eq!(bucket_name(Some("host:mirror"), "md127"), "mirror");
         assert_eq!(bucket_name(Some("mirror"), "md127"), "mirror");
-        assert_eq!(bucket_name(None, "md0"), "md0");
-        assert_eq!(bucket_name(Some("h:"), "md1"), "md1");
+        assert_eq!(bucket_name(None, "md0"), "0");
+        assert_eq!(bucket_name(Some("h:"), "md127"), "127");
         assert_eq!(bucket_name(Some("h:../x"), "md1"), ".._x");
         let text = "MD_LEVEL=raid1\nMD_NAME=any:mirror\n";
         assert_eq!(export_value(text, "MD_NAME"), Some("any:mirror"));

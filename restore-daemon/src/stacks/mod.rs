@@ -16,6 +16,7 @@ pub mod blockdev;
 mod luks;
 mod lvm;
 mod md;
+mod thin;
 pub mod tools;
 
 use crate::disks::{self, Bucket, Disk};
