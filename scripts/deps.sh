@@ -11,8 +11,8 @@
 # to be installed. Prints one line per thing it installed.
 #
 # Usage: scripts/deps.sh [--bench] [--fuzz] [-q]
-#   --bench  also install libguestfs-tools (the reference implementation, which boots
-#            the host's Debian kernel) and hyperfine
+#   --bench  also install hyperfine (libguestfs-tools, the reference implementation,
+#            is always installed: the stack fixtures are built with it)
 #   --fuzz   also install cargo-fuzz (`cargo install`, about 1.5 min) for `make fuzz`;
 #            it needs the nightly toolchain, which rustup cannot download here
 #   -q       print nothing when all is present (default already), errors only
@@ -59,10 +59,15 @@ NEEDS=(
     "mkntfs ntfs-3g"
     "ntfscp ntfs-3g"
     "lvm lvm2"
-    # The guest's storage tools (scripts/build-tools-image.sh copies them onto tools.img).
+    # The guest's storage tools (scripts/build-tools-image.sh copies them onto tools.img);
+    # the host checks the stack fixtures with mdadm --examine and cryptsetup luksDump.
     "mdadm mdadm"
     "cryptsetup cryptsetup-bin"
     "dmsetup dmsetup"
+    # The storage-stack fixtures (tests/fixtures/mkstacks.sh) are built in the libguestfs
+    # appliance, which supermin makes from the host's packages and kernel.
+    "guestfish libguestfs-tools"
+    "/boot/vmlinuz-*-amd64 linux-image-amd64"
     "sfdisk fdisk"
     "cpio cpio"
     "xz xz-utils"
@@ -83,9 +88,7 @@ NEEDS=(
 if [ "$BENCH" = 1 ]; then
     NEEDS+=(
         "virt-ls libguestfs-tools"
-        "guestfish libguestfs-tools"
         "hyperfine hyperfine"
-        "/boot/vmlinuz-*-amd64 linux-image-amd64"
     )
 fi
 
