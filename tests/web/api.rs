@@ -17,7 +17,7 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 /// The good bucket of the SOURCE, as a VM path.
 const BUCKET: &str = "/zeroed-super/part/2";
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     s.bytes()
         .map(|c| {
             if c.is_ascii_alphanumeric() || b"-._~".contains(&c) {

@@ -28,9 +28,9 @@ fn screenshot_path(ctx: &Web) -> PathBuf {
 }
 
 /// chromedriver on a free port, killed when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Driver {
@@ -40,7 +40,7 @@ impl Drop for Driver {
     }
 }
 
-fn start_chromedriver() -> Result<Driver> {
+pub(crate) fn start_chromedriver() -> Result<Driver> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -184,7 +184,7 @@ async fn big_session(c: &Client, url: &str) -> Result<()> {
     Ok(())
 }
 
-async fn connect(webdriver: &str, downloads: &Path) -> Result<Client> {
+pub(crate) async fn connect(webdriver: &str, downloads: &Path) -> Result<Client> {
     let caps = json!({
         "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
@@ -209,7 +209,7 @@ async fn connect(webdriver: &str, downloads: &Path) -> Result<Client> {
 }
 
 /// Waits (up to 60 s: the first listing boots the VM) for `css`.
-async fn wait_for(c: &Client, css: &str) -> Result<fantoccini::elements::Element> {
+pub(crate) async fn wait_for(c: &Client, css: &str) -> Result<fantoccini::elements::Element> {
     c.wait()
         .at_most(Duration::from_secs(60))
         .for_element(Locator::Css(css))
@@ -218,7 +218,7 @@ async fn wait_for(c: &Client, css: &str) -> Result<fantoccini::elements::Element
 }
 
 /// Waits until `check` (a JS expression) is true.
-async fn wait_js(c: &Client, what: &str, check: &str) -> Result<()> {
+pub(crate) async fn wait_js(c: &Client, what: &str, check: &str) -> Result<()> {
     let t = Instant::now();
     loop {
         let v = c.execute(&format!("return !!({check});"), vec![]).await?;
@@ -259,7 +259,7 @@ async fn downloaded(dir: &Path, name: &str) -> Result<Vec<u8>> {
 }
 
 /// Clicks the tree node of `kind` whose label starts with `label`.
-async fn click_node(c: &Client, kind: &str, label: &str) -> Result<()> {
+pub(crate) async fn click_node(c: &Client, kind: &str, label: &str) -> Result<()> {
     let xpath = format!(
         "//div[contains(@class,'node') and contains(@class,'{kind}')]/span[@class='label' and starts-with(normalize-space(.),'{label}')]"
     );

@@ -41,17 +41,30 @@ impl Answer {
 
 /// Sends `method target` to `addr` with exactly `headers` (add Host yourself).
 pub fn request(addr: &str, method: &str, target: &str, headers: &[(&str, &str)]) -> Result<Answer> {
+    request_body(addr, method, target, headers, b"")
+}
+
+/// [`request`] with `body` (a POST always gets a `Content-Length`).
+pub fn request_body(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Answer> {
     let mut s = TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
     s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let mut req = format!("{method} {target} HTTP/1.1\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
-    if method == "POST" {
-        req.push_str("Content-Length: 0\r\n");
+    if method == "POST" || !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     req.push_str("\r\n");
-    s.write_all(req.as_bytes())?;
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(body);
+    s.write_all(&bytes)?;
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).context("reading the answer")?;
     parse(&raw)

@@ -6,11 +6,13 @@
 //! SOURCE is `zeroed-super.img` (part 1 cannot be mounted, part 2 is a good
 //! ext4 with the "fat" tree); `--root` is the fixtures' backup store, whose
 //! snapshots are listed but never opened, and a scratch root holding
-//! `big-dir.raw`, an ext4 with a directory of [`BIG_DIR_FILES`] files.
+//! `big-dir.raw`, an ext4 with a directory of [`BIG_DIR_FILES`] files. The
+//! LUKS cases ([`luks`]) serve a LUKS2 image of their own.
 
 mod api;
 mod browser;
 mod http;
+mod luks;
 mod server;
 
 use anyhow::{bail, Context, Result};
@@ -61,6 +63,8 @@ pub struct Web {
     pub source: PathBuf,
     /// The scratch root holding `big-dir.raw`.
     pub big_root: PathBuf,
+    /// Scratch space of this run (below the target dir).
+    pub scratch: PathBuf,
     /// `127.0.0.1:PORT` as printed.
     pub authority: String,
     /// The session token from the printed URL.
@@ -188,6 +192,7 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
         fixtures,
         source,
         big_root: big_root.clone(),
+        scratch: scratch.path().to_path_buf(),
         authority: authority.to_string(),
         token: token.to_string(),
         server: Mutex::new(Some(child)),
@@ -197,6 +202,7 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
     let mut g: Group<Web> = Group::new("web", 1);
     api::cases(&mut g, &url);
     browser::big_directory_case(&mut g);
+    luks::cases(&mut g);
     server::cases(&mut g);
     let mut summary = harness::run_groups(&ctx, vec![g], opts, printer);
 

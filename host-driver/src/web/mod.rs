@@ -15,6 +15,7 @@ mod download;
 mod query;
 mod routes;
 mod security;
+mod unlock;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -13,6 +13,7 @@
 //! | `GET /api/archive?source=ID&path=B64&path=B64…` | the selected paths as one tar |
 //! | `GET /api/status` | the VMs of this catalog's sources (`VmReport`s) |
 //! | `POST /api/stop?name=NAME` | stops that VM (CSRF header needed) |
+//! | `POST /api/unlock?source=ID`, body `{"passphrase": "…"}` | tries it on the source's locked LUKS containers (CSRF header needed): the `UnlockAnswer` |
 //!
 //! Errors are `{"error": "…"}` with the daemon's status where it refused
 //! (404, 422 for a bucket that cannot be mounted, …).
@@ -132,7 +133,7 @@ async fn route<D: BlockRestoreDriver>(state: &State<D>, req: Request<Incoming>) 
         Ok(a) => a,
         Err(r) => return error(r.status, r.message),
     };
-    let needed = if path == "/api/stop" {
+    let needed = if path == "/api/stop" || path == "/api/unlock" {
         Method::POST
     } else {
         Method::GET
@@ -243,6 +244,7 @@ async fn route<D: BlockRestoreDriver>(state: &State<D>, req: Request<Incoming>) 
             Err(e) => driver_error(&e),
         },
         "/api/stop" => stop(state, param(q, "name")).await,
+        "/api/unlock" => unlock(state, q, req.into_body()).await,
         p => match assets::asset(p) {
             Some((content_type, bytes)) => {
                 let mut r = full(StatusCode::OK, content_type, Bytes::from_static(bytes));
@@ -356,6 +358,38 @@ async fn stop<D: BlockRestoreDriver>(state: &State<D>, name: Option<String>) -> 
     }
     match state.driver.stop(Some(&name)).await {
         Ok(stopped) => json(StatusCode::OK, &serde_json::json!({ "stopped": stopped })),
+        Err(e) => driver_error(&e),
+    }
+}
+
+/// `POST /api/unlock?source=ID`: the body's passphrase goes to the
+/// source's VM, which tries it on every locked LUKS container; the answer
+/// says what became of each. The passphrase is dropped (and overwritten)
+/// when the call returns; it is in no answer and no log line.
+async fn unlock<D: BlockRestoreDriver>(
+    state: &State<D>,
+    q: Option<&str>,
+    body: Incoming,
+) -> Response<Body> {
+    if param(q, "passphrase").is_some() {
+        // Already in a URL (history, proxies): at least do not take it.
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the passphrase goes in the request body, never in the URL",
+        );
+    }
+    let source = match source_and_path(state, q) {
+        Ok((source, _)) => source,
+        Err(f) => return f.answer(),
+    };
+    let pass = match super::unlock::read(body).await {
+        Ok(p) => p,
+        Err(super::unlock::BadBody(status, message)) => return error(status, message),
+    };
+    let answer = state.driver.unlock(&source, pass.as_list()).await;
+    drop(pass);
+    match answer {
+        Ok(a) => json(StatusCode::OK, &a),
         Err(e) => driver_error(&e),
     }
 }

@@ -60,12 +60,29 @@ const isDirLike = (e) => e.type === "d" || e.type === "v";
 
 let treeItems = []; // visible order, for keyboard navigation in the tree
 
+// A LUKS container no passphrase has opened yet (an older daemon without
+// `locked` lists every container locked).
+const isLocked = (e) => !!e && e.fstype === "crypto_LUKS" && e.locked !== false;
+
 function bucketLabel(e) {
   const parts = [e.text];
-  if (e.fstype) parts.push(e.fstype);
+  if (e.fstype) parts.push(e.encryption ? `${e.fstype} ${e.encryption}` : e.fstype);
   if (e.size !== null && e.size !== undefined) parts.push(humanSize(e.size));
-  if (e.fstype === "crypto_LUKS") parts.push("locked");
+  if (e.fstype === "crypto_LUKS") parts.push(isLocked(e) ? "locked" : "open");
   return parts.join(" · ");
+}
+
+// "[crypto_LUKS LUKS2, locked]" as the CLI prints it; "[ext4]" otherwise.
+function fstypeTag(e) {
+  if (e.fstype !== "crypto_LUKS") return `[${e.fstype}]`;
+  const enc = e.encryption ? ` ${e.encryption}` : "";
+  return `[${e.fstype}${enc}, ${isLocked(e) ? "locked" : "open"}]`;
+}
+
+// A path of the API (base64 of raw bytes) as text, invalid UTF-8 as U+FFFD.
+function pathText(b64) {
+  const bin = atob(b64);
+  return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
 }
 
 // Lists what is below a node. A disk's children are its buckets, fetched
@@ -97,7 +114,18 @@ function makeNode(kind, source, path, label, parent, entry) {
   if (entry && entry.fstype) node.row.dataset.fstype = entry.fstype;
   node.childrenEl = el("div", { class: "children", role: "group" });
   node.errorEl = el("div", { class: "node-error", role: "alert" });
-  node.li = el("div", { class: "treeitem" }, node.row, node.errorEl, node.childrenEl);
+  node.unlockEl = null;
+  if (isLocked(entry)) {
+    // Under the row, not in it: a long label keeps the button in view.
+    node.row.dataset.locked = "true";
+    node.unlockButton = el("button", {
+      type: "button", class: "unlock", "aria-expanded": "false",
+      "aria-label": `Unlock ${entry.encryption || "LUKS"} container ${pathText(path).replace(/^\//, "")}`,
+      onclick: () => openUnlock(node),
+    }, "Unlock…");
+    node.unlockEl = el("div", { class: "unlock" }, node.unlockButton);
+  }
+  node.li = el("div", { class: "treeitem" }, node.row, node.unlockEl, node.errorEl, node.childrenEl);
   node.li.__node = node; // for keyboard navigation and openEntry
   node.row.addEventListener("click", (ev) => {
     ev.stopPropagation();
@@ -115,6 +143,8 @@ async function load(node) {
 }
 
 async function expand(node) {
+  // A locked container has nothing to list (its content becomes a bucket of its own).
+  if (isLocked(node.entry)) return;
   if (node.expanded) return;
   node.expanded = true;
   node.row.setAttribute("aria-expanded", "true");
@@ -126,7 +156,7 @@ async function expand(node) {
     const kids = entries.filter((e) => node.kind === "source" || node.kind === "disk" || isDirLike(e));
     node.childrenEl.replaceChildren(...kids.map((e) => {
       const kind = childKind[node.kind];
-      const label = kind === "bucket" ? bucketLabel(e) : e.text;
+      const label = kind === "bucket" || e.fstype ? bucketLabel(e) : e.text;
       const child = makeNode(kind, node.source, e.filepath, label, node, e);
       if (e.error) child.errorEl.textContent = e.error;
       return child.li;
@@ -147,7 +177,112 @@ function collapse(node) {
   refreshTreeItems();
 }
 
-function toggle(node) { return node.expanded ? collapse(node) : expand(node); }
+function toggle(node) {
+  if (isLocked(node.entry)) return openUnlock(node);
+  return node.expanded ? collapse(node) : expand(node);
+}
+
+// Lists a node's children again (after an unlock added buckets to a disk).
+async function reload(node) {
+  node.loaded = null;
+  node.entries = null;
+  if (node.expanded) { node.expanded = false; await expand(node); }
+}
+
+// ---------------------------------------------------------------- LUKS ----
+// A locked container's row has "Unlock…": it opens a passphrase field under
+// the row. The passphrase goes to POST /api/unlock in the body only (the
+// field has no name, so no form submission could put it in a URL) and is
+// cleared from the field as soon as it is sent.
+
+const containerOf = (node) => pathText(node.path).replace(/^\//, "");
+
+function diskOf(node) {
+  let n = node;
+  while (n && n.kind !== "disk") n = n.parent;
+  return n;
+}
+
+function openUnlock(node) {
+  if (!node.unlockEl) return;
+  if (!node.unlock) {
+    const name = containerOf(node);
+    const enc = node.entry.encryption || "LUKS";
+    const input = el("input", {
+      type: "password", class: "passphrase", autocomplete: "off", spellcheck: "false",
+      autocapitalize: "off", "aria-label": `Passphrase for ${enc} container ${name}`,
+    });
+    const submit = el("button", { type: "submit", class: "unlock-submit" }, "Unlock");
+    const cancel = el("button", { type: "button", class: "unlock-cancel", onclick: () => closeUnlock(node) }, "Cancel");
+    const msg = el("div", { class: "unlock-msg", role: "status", "aria-live": "polite" });
+    const form = el("form", { class: "unlock-form", autocomplete: "off", "aria-label": `Unlock ${name}` },
+      el("label", { class: "unlock-label" }, "Passphrase ", input), submit, cancel, msg);
+    form.addEventListener("submit", (ev) => { ev.preventDefault(); submitUnlock(node); });
+    node.unlock = { form, input, submit, cancel, msg };
+    node.unlockEl.append(form);
+  }
+  node.unlock.form.hidden = false;
+  node.unlockButton.hidden = true;
+  node.unlockButton.setAttribute("aria-expanded", "true");
+  if (!node.unlock.input.disabled) node.unlock.input.focus();
+}
+
+function closeUnlock(node) {
+  if (!node.unlock) return;
+  node.unlock.input.value = "";
+  node.unlock.form.hidden = true;
+  node.unlockButton.hidden = false;
+  node.unlockButton.setAttribute("aria-expanded", "false");
+  node.row.focus();
+}
+
+function unlockMessage(node, text, kind) {
+  const m = node.unlock.msg;
+  m.textContent = text;
+  m.className = `unlock-msg ${kind || ""}`.trim();
+}
+
+async function submitUnlock(node) {
+  const { input, submit, cancel } = node.unlock;
+  const pass = input.value;
+  if (!pass) { unlockMessage(node, "Type the passphrase first.", "error"); input.focus(); return; }
+  input.value = "";
+  const name = containerOf(node);
+  input.disabled = submit.disabled = cancel.disabled = true;
+  node.unlock.form.setAttribute("aria-busy", "true");
+  unlockMessage(node, `Unlocking ${name}… (the key derivation takes a few seconds)`, "busy");
+  let answer = null, failure = null;
+  try {
+    answer = await api(`/api/unlock?${q({ source: node.source })}`, {
+      method: "POST",
+      headers: { "X-CSRF-Token": CSRF, "Content-Type": "application/json" },
+      body: JSON.stringify({ passphrase: pass }),
+    });
+  } catch (err) {
+    failure = err.message;
+  }
+  input.disabled = submit.disabled = cancel.disabled = false;
+  node.unlock.form.removeAttribute("aria-busy");
+  loadStatus(); // the call may have started the VM
+  const mine = answer && (answer.containers || []).find((c) => c.container === name);
+  if (mine && (mine.outcome === "opened" || mine.outcome === "already-open")) {
+    // Its content is a new bucket of the disk (and the container is now open).
+    const disk = diskOf(node);
+    if (!disk) return;
+    await reload(disk);
+    const fresh = Array.from(disk.childrenEl.children).map((li) => li.__node)
+      .find((n) => n && n.entry && n.entry.text === mine.bucket);
+    if (fresh) select(fresh, false);
+    return;
+  }
+  if (mine) {
+    const why = mine.message || `${mine.encryption} container ${name} was not opened (${mine.outcome})`;
+    unlockMessage(node, mine.outcome === "wrong-key" ? `Wrong passphrase: ${why}` : why, "error");
+  } else {
+    unlockMessage(node, failure || `the VM lists no LUKS container ${name} any more: collapse and expand its disk`, "error");
+  }
+  input.focus();
+}
 
 function refreshTreeItems() {
   treeItems = Array.from($("sources").querySelectorAll(".node"));
@@ -179,7 +314,8 @@ async function select(node, expandToo) {
     const a = el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); select(n, true); } }, n.label);
     return i < all.length - 1 ? [a, el("span", { class: "sep" }, " › ")] : [el("strong", {}, n.label)];
   }));
-  const inFs = node.kind === "bucket" || node.kind === "dir";
+  const locked = isLocked(node.entry);
+  const inFs = (node.kind === "bucket" || node.kind === "dir") && !locked;
   $("dl-zip").disabled = !inFs;
   $("dl-tzst").disabled = !inFs;
   $("select-all").disabled = !inFs;
@@ -190,6 +326,14 @@ async function select(node, expandToo) {
   $("message").textContent = "";
   $("rows").replaceChildren(el("tr", {}, el("td", { colspan: "6", class: "loading" }, "loading…")));
   if (expandToo) expand(node);
+  if (locked) {
+    view.entries = [];
+    applyFilter();
+    const enc = node.entry.encryption || "LUKS";
+    $("rows").replaceChildren(el("tr", {}, el("td", { colspan: "6", class: "note" },
+      `${enc} container ${containerOf(node)} is locked: unlock it with its passphrase (Unlock… in the tree, or Enter on it there); its content then appears as a luks/ bucket of this disk.`)));
+    return;
+  }
   try {
     const entries = await load(node);
     if (view.node !== node) return;
@@ -238,7 +382,7 @@ function row(e, i) {
     name.append(el("span", {}, e.text));
   }
   if (e.type === "l" && e.target !== undefined) name.append(el("span", { class: "target" }, ` → ${e.target}`));
-  if (e.fstype) name.append(el("span", { class: "fstype" }, ` [${e.fstype}]`));
+  if (e.fstype) name.append(el("span", { class: "fstype" }, ` ${fstypeTag(e)}`));
   if (e.error) name.append(el("span", { class: "row-error" }, ` ${e.error}`));
   const actions = el("td", { class: "a" });
   const inFs = node.kind === "bucket" || node.kind === "dir";
@@ -279,9 +423,10 @@ async function openEntry(e) {
   const found = Array.from(parent.childrenEl.children)
     .map((li) => li.__node).find((n) => n && n.path === e.filepath);
   const kind = childKind[parent.kind];
-  const node = found || makeNode(kind, parent.source, e.filepath, kind === "bucket" ? bucketLabel(e) : e.text, parent, e);
+  const node = found || makeNode(kind, parent.source, e.filepath, kind === "bucket" || e.fstype ? bucketLabel(e) : e.text, parent, e);
   if (!found) { parent.childrenEl.append(node.li); refreshTreeItems(); }
   select(node, true);
+  if (isLocked(e)) openUnlock(node);
 }
 
 function activate(e) {
@@ -381,9 +526,11 @@ function treeKey(ev, node) {
   switch (ev.key) {
     case "ArrowDown": go(i + 1); break;
     case "ArrowUp": go(i - 1); break;
-    case "ArrowRight": if (!node.expanded) expand(node); else go(i + 1); break;
+    case "ArrowRight":
+      if (isLocked(node.entry)) openUnlock(node); else if (!node.expanded) expand(node); else go(i + 1);
+      break;
     case "ArrowLeft": if (node.expanded) collapse(node); else if (node.parent) select(node.parent, false); break;
-    case "Enter": $("rows").focus(); break;
+    case "Enter": if (isLocked(node.entry)) openUnlock(node); else $("rows").focus(); break;
     default: return false;
   }
   return true;
@@ -394,6 +541,13 @@ document.addEventListener("keydown", (ev) => {
   if (ev.target === filter) {
     if (ev.key === "Escape") { filter.value = ""; applyFilter(); $("rows").focus(); ev.preventDefault(); }
     if (ev.key === "ArrowDown" || ev.key === "Enter") { $("rows").focus(); ev.preventDefault(); }
+    return;
+  }
+  // "Unlock…", the passphrase field and its buttons keep their keys (Escape closes it).
+  const unlockBox = ev.target.closest && ev.target.closest("div.unlock");
+  if (unlockBox) {
+    const node = unlockBox.parentElement.__node;
+    if (ev.key === "Escape" && node) { closeUnlock(node); ev.preventDefault(); }
     return;
   }
   if (ev.key === "/") { filter.focus(); ev.preventDefault(); return; }
