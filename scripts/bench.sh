@@ -269,19 +269,6 @@ measure fr_extract "$RUNS" rm_out "$FR" extract "$BIG" "$BIG_PATH_FR" "$W/out.bi
 check fr_extract "sha256 of 256M.bin" sha_is "$W/out.bin" "$BIG_SHA"
 rm_out
 
-log "file-restore: cold list of an LV root (lvm-layouts: a VG of 7 LVs, thin pool, snapshots)"
-measure fr_lv_cold "$RUNS" fr_stop "$FR" list "$LV_SRC" /lvm-layouts/lvm/vg-main.1/root --output-format json
-has_id_txt() { python3 -c 'import json, sys; assert any(e["text"] == "id.txt" for e in json.load(open(sys.argv[1]))), "no id.txt"' "$1"; }
-check fr_lv_cold "the LV lists id.txt" has_id_txt "$W/cmd.out"
-
-# A new VM listed once (untimed), then --key-file: the unlock alone (argon2id in the guest,
-# cryptsetup open, the LVM scan of what appeared).
-luks_vm() { fr_stop && "$FR" list "$LUKS_SRC" /; }
-log "file-restore: LUKS2 unlock (--key-file on a running VM) and the LV inside"
-measure fr_luks_unlock "$RUNS" luks_vm "$FR" list "$LUKS_SRC" /luks2-lvm/lvm/cryptvg2/root --key-file "$W/luks.keys" --output-format json
-check fr_luks_unlock "the LV inside LUKS lists id.txt" has_id_txt "$W/cmd.out"
-fr_stop >/dev/null 2>&1 || true
-
 log "file-restore: memory after the workload"
 if "$FR" status --output-format json >"$W/status.json" 2>"$W/cmd.err"; then
     rss_max=0 hwm_max=0 ram=0 side=0 accels=()
@@ -308,6 +295,21 @@ else
     meta fr_mem_error "status failed: $(lastlines "$W/cmd.err")"
 fi
 fr_stop >/dev/null 2>&1 || true
+
+# After the memory figures, which read the VMs of the workload above.
+log "file-restore: cold list of an LV root (lvm-layouts: a VG of 7 LVs, thin pool, snapshots)"
+measure fr_lv_cold "$RUNS" fr_stop "$FR" list "$LV_SRC" /lvm-layouts/lvm/vg-main.1/root --output-format json
+has_id_txt() { python3 -c 'import json, sys; assert any(e["text"] == "id.txt" for e in json.load(open(sys.argv[1]))), "no id.txt"' "$1"; }
+check fr_lv_cold "the LV lists id.txt" has_id_txt "$W/cmd.out"
+
+# A new VM listed once (untimed), then --key-file: the unlock alone (argon2id in the guest,
+# cryptsetup open, the LVM scan of what appeared).
+luks_vm() { fr_stop && "$FR" list "$LUKS_SRC" /; }
+log "file-restore: LUKS2 unlock (--key-file on a running VM) and the LV inside"
+measure fr_luks_unlock "$RUNS" luks_vm "$FR" list "$LUKS_SRC" /luks2-lvm/lvm/cryptvg2/root --key-file "$W/luks.keys" --output-format json
+check fr_luks_unlock "the LV inside LUKS lists id.txt" has_id_txt "$W/cmd.out"
+fr_stop >/dev/null 2>&1 || true
+
 
 # ================================================================ host mount (the floor)
 # Read-only loop device over the partition's byte range; ext4 mounted without journal
