@@ -107,11 +107,7 @@ fn write_status_text(out: &mut impl Write, reports: &[VmReport]) -> std::io::Res
                 .map(|b| {
                     let mut s = format!("{} {}", safe(&b.path), safe(&b.fstype));
                     if let Some(enc) = &b.encryption {
-                        let state = if b.locked == Some(false) {
-                            "open"
-                        } else {
-                            "locked"
-                        };
+                        let state = luks_state(b.locked);
                         s.push_str(&format!(" ({}, {state})", safe(enc)));
                     }
                     if let Some(err) = &b.error {
@@ -154,11 +150,7 @@ pub fn write_list(
                 if let Some(fs) = &e.fstype {
                     match &e.encryption {
                         Some(enc) => {
-                            let state = if e.locked == Some(false) {
-                                "open"
-                            } else {
-                                "locked"
-                            };
+                            let state = luks_state(e.locked);
                             line.push_str(&format!(" [{} {}, {state}]", safe(fs), safe(enc)));
                         }
                         None => line.push_str(&format!(" [{}]", safe(fs))),
@@ -177,6 +169,16 @@ pub fn write_list(
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// How a LUKS container is shown: `open` once a passphrase opened it, else
+/// `locked` (also when a daemon does not say).
+fn luks_state(locked: Option<bool>) -> &'static str {
+    if locked == Some(false) {
+        "open"
+    } else {
+        "locked"
+    }
 }
 
 /// `YYYY-MM-DD HH:MM` in UTC.
