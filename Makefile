@@ -9,7 +9,7 @@ PREFIX       ?= /usr/local
 TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 REL          := $(TARGET_DIR)/release
 
-.PHONY: all deps build guest kernel initramfs tools docs install bench soak lint test unit-test demo clean deb deb-test fuzz
+.PHONY: all deps build guest kernel initramfs tools docs install bench soak lint test unit-test demo clean deb deb-test fuzz fresh-test fresh-demo
 
 all: build
 
@@ -88,6 +88,20 @@ deb: build
 # network; minutes the first time. Not part of `make test`.
 deb-test: deb
 	bash scripts/deb-test.sh $(BUILD)/file-restore_$$($(REL)/file-restore --version | awk '{print $$2}')_amd64.deb
+
+# A brand-new machine, recreated (scripts/fresh.sh): scripts/deps.sh in fresh debootstrap'd
+# roots of Debian 12 as our machine image has it (a backported qemu-utils), plain Debian 12
+# and Debian 13, then a check that everything it should install is there and runs. Run by
+# .ci/run; ~1-2 min a root with the roots cached (the first time ~1 min more each).
+fresh-test: deps
+	@bash scripts/fresh.sh test
+
+# The whole `make demo` (deps, guest kernel, build, demo) on a clean clone of HEAD in a
+# fresh root: DIST=bookworm (our machine image), bookworm-plain or trixie (Debian 13).
+# Then the QEMU subset of the e2e suite on that root's QEMU. Not in CI: ~15-20 min.
+DIST ?= bookworm
+fresh-demo: deps
+	@bash scripts/fresh.sh demo $(DIST)
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -2,6 +2,10 @@
 # Build the file-restore guest kernel (an ELF vmlinux with a PVH entry) from Debian's
 # kernel source package and kernel/file-restore.config, and copy it to OUT.
 #
+# The source package is the release's (scripts/distro.sh): linux-source-6.1 on Debian 12,
+# linux-source-6.12 on Debian 13. One fragment and one patch set serve both; the check
+# below that every option of the fragment survived runs on each.
+#
 # The build happens out of tree in a cache outside the work tree, keyed by the source
 # package's version and the fragment's hash:
 #     ${FILE_RESTORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/file-restore}/kernel/<key>/
@@ -18,11 +22,14 @@ set -euo pipefail
 OUT=${1:?usage: scripts/build-kernel.sh OUT_DIR}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FRAGMENT="$ROOT/kernel/file-restore.config"
-SRC_PKG=linux-source-6.1
-SRC_TAR=/usr/src/linux-source-6.1.tar.xz
 JOBS=${KERNEL_JOBS:-$(($(nproc) + 1))}
 
 die() { echo "build-kernel: error: $*" >&2; exit 1; }
+
+# shellcheck source=scripts/distro.sh
+. "$ROOT/scripts/distro.sh"
+SRC_PKG=$(kernel_source_package) || die "no kernel source for this release (see above)"
+SRC_TAR=/usr/src/$SRC_PKG.tar.xz
 
 [ -f "$FRAGMENT" ] || die "$FRAGMENT is missing"
 version=$(dpkg-query -W -f='${Version}' "$SRC_PKG" 2>/dev/null || true)

@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
-# Install what file-restore needs to build, test and (with --bench) benchmark.
+# Install what file-restore needs to build, test and (with --bench) benchmark, on Debian 12
+# (bookworm) or Debian 13 (trixie), as root. scripts/fresh-test.sh checks it from fresh roots.
 #
-# Decides by the commands and files it needs, not by package names: a machine may come
-# with a backported qemu-utils that installing qemu-system-x86 removes, so after
-# installing, everything is checked again, what went missing is installed once more, and
-# a command that is still missing is an error.
+# Decides by the commands and files it needs, not by package names, and checks them all
+# again afterwards: a command still missing then is an error.
+#
+# QEMU. A machine may come with a QEMU of its own that is not its release's: our machine
+# image ships qemu-utils 1:10.0.2 from bookworm-backports. That version Breaks the
+# qemu-system-common of Debian 12 (7.2), so `apt-get install qemu-system-x86` removes it,
+# and with libguestfs-tools (which needs qemu-utils) in the same transaction apt gives up
+# ("held broken packages"). The two ways out are downgrading qemu-utils to 7.2 or taking
+# qemu-system-x86 from the same backports suite. We take the second:
+#   - a package the administrator chose is never downgraded by our installer (anything else
+#     on the machine may rely on that qemu-img);
+#   - QEMU 10 is what Debian 13 ships and Proxmox VE 8/9 users run, so Debian 12 and 13
+#     machines test one QEMU generation; a cold list was 813 vs 723 ms and a 1 GiB extract
+#     ~60 MB/s on both (no reason of speed either way);
+#   - the cost is one apt source file for bookworm-backports, with the keyring and mirror
+#     of the machine's own Debian source; backports has priority 100, so nothing else is
+#     upgraded from it unless asked for. The file is printed when it is added.
+# Whatever QEMU is installed from which suite is printed too. Without a backported
+# qemu-utils (a plain Debian 12), QEMU comes from the release (7.2 on 12, 10 on 13).
 #
 # Idempotent and quick: when everything is present it only asks PATH and the file system
 # (well under a second) and prints nothing. `apt-get update` runs only when a package has
-# to be installed. Prints one line per thing it installed.
+# to be installed. Prints one line per thing it installed or added.
 #
 # Usage: scripts/deps.sh [--bench] [--fuzz] [-q]
 #   --bench  also install hyperfine (libguestfs-tools, the reference implementation,
@@ -16,21 +32,30 @@
 #   --fuzz   also install cargo-fuzz (`cargo install`, about 1.5 min) for `make fuzz`;
 #            it needs the nightly toolchain, which rustup cannot download here
 #   -q       print nothing when all is present (default already), errors only
+#   --list   print what is needed ("command-or-path package", one a line) and exit;
+#            scripts/fresh.sh checks a fresh root against it
 set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/distro.sh
+. "$HERE/distro.sh"
 
 BENCH=0
 FUZZ=0
+LIST=0
 for arg in "$@"; do
     case "$arg" in
         --bench) BENCH=1 ;;
         --fuzz) FUZZ=1 ;;
         -q) ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        --list) LIST=1 ;;
+        -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
         *) echo "deps.sh: unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
 
 die() { echo "deps.sh: error: $*" >&2; exit 1; }
+
+KERNEL_SRC_PKG=$(kernel_source_package) || die "unsupported release (see the message above)"
 
 # What is needed, as "command-or-absolute-path package" pairs: QEMU, the guest kernel's
 # source and build tools, the tools that build test images, and what the builders and
@@ -39,7 +64,7 @@ NEEDS=(
     "qemu-system-x86_64 qemu-system-x86"
     "qemu-img qemu-utils"
     "qemu-nbd qemu-utils"
-    "/usr/src/linux-source-6.1.tar.xz linux-source-6.1"
+    "/usr/src/$KERNEL_SRC_PKG.tar.xz $KERNEL_SRC_PKG"
     "make build-essential"
     "patch patch"
     "gcc build-essential"
@@ -79,7 +104,11 @@ NEEDS=(
     "blkid util-linux"
     "busybox busybox"
     "curl curl"
+    # cargo fetches crates over TLS with the system's certificates.
+    "/etc/ssl/certs/ca-certificates.crt ca-certificates"
     "unzip unzip"
+    # make fresh-test and make deb-test build clean Debian roots.
+    "debootstrap debootstrap"
     # The web UI's browser test (tests/web/browser.rs) drives headless Chromium
     # through chromedriver.
     "chromium chromium"
@@ -90,6 +119,11 @@ if [ "$BENCH" = 1 ]; then
         "virt-ls libguestfs-tools"
         "hyperfine hyperfine"
     )
+fi
+
+if [ "$LIST" = 1 ]; then
+    printf '%s\n' "${NEEDS[@]}" "vhost-device-vsock cargo:vhost-device-vsock"
+    exit 0
 fi
 
 have() {
@@ -111,15 +145,20 @@ missing_packages() {
     echo "${pkgs[*]:-}"
 }
 
+APT_UPDATED=0
+apt_update() {
+    [ "$APT_UPDATED" = 0 ] || return 0
+    apt-get update -qq >/tmp/deps-apt-update.log 2>&1 ||
+        { cat /tmp/deps-apt-update.log >&2; die "apt-get update failed (log above)"; }
+    APT_UPDATED=1
+}
+
+# apt_install PACKAGE[/SUITE]...: one apt transaction; prints what it installed.
 apt_install() {
     [ "$(id -u)" = 0 ] || die "missing packages ($*) and not root: run as root or install them with apt-get"
-    command -v apt-get >/dev/null || die "missing packages ($*) and apt-get not found (Debian/Ubuntu only)"
+    command -v apt-get >/dev/null || die "missing packages ($*) and apt-get not found (Debian only)"
     export DEBIAN_FRONTEND=noninteractive
-    if [ -z "${APT_UPDATED:-}" ]; then
-        apt-get update -qq >/tmp/deps-apt-update.log 2>&1 ||
-            { cat /tmp/deps-apt-update.log >&2; die "apt-get update failed (log above)"; }
-        APT_UPDATED=1
-    fi
+    apt_update
     if ! apt-get install -y -qq --no-install-recommends "$@" >/tmp/deps-apt-install.log 2>&1; then
         tail -n 30 /tmp/deps-apt-install.log >&2
         die "apt-get install $* failed (last lines of /tmp/deps-apt-install.log above)"
@@ -128,7 +167,60 @@ apt_install() {
     for p in "$@"; do echo "installed: $p (apt)"; done
 }
 
-# Two rounds: the second catches what the first one's installs removed (qemu-utils).
+# The version of an installed package, or nothing.
+installed_version() {
+    dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null | awk '/^ii/ { print $2 }'
+}
+
+BACKPORTS_LIST=/etc/apt/sources.list.d/file-restore-bookworm-backports.sources
+# Makes bookworm-backports (main) known to apt, with the mirror and keyring of the
+# machine's own bookworm entry; prints the file it adds. Nothing when apt knows it already.
+ensure_bookworm_backports() {
+    apt_update
+    if apt-cache policy | grep -q 'n=bookworm-backports,.*c=main'; then
+        return 0
+    fi
+    local src uri signed
+    src=$(debian_source_of bookworm) ||
+        die "qemu-utils comes from bookworm-backports, but apt has no bookworm entry to take the mirror from: add bookworm-backports (main) to apt's sources, or remove that qemu-utils"
+    read -r uri signed <<<"$src"
+    [ -n "$signed" ] || signed=/usr/share/keyrings/debian-archive-keyring.gpg
+    {
+        echo "# Added by file-restore's scripts/deps.sh: this machine's qemu-utils is a bookworm"
+        echo "# backport, so qemu-system-x86 comes from the same suite (deps.sh says why)."
+        echo "# Backports have apt priority 100: nothing else is taken from here unless asked for."
+        echo "Types: deb"
+        echo "URIs: $uri"
+        echo "Suites: bookworm-backports"
+        echo "Components: main"
+        echo "Signed-By: $signed"
+    } >"$BACKPORTS_LIST"
+    echo "added: $BACKPORTS_LIST (apt source: $uri bookworm-backports main, keyring $signed)"
+    APT_UPDATED=0
+    apt_update
+}
+
+# QEMU first, in a transaction of its own, from the suite the installed qemu-utils came
+# from (the top of this file says why).
+if ! have qemu-system-x86_64; then
+    qemu_utils=$(installed_version qemu-utils)
+    case "$(distro_codename)/$qemu_utils" in
+        bookworm/*~bpo12*)
+            echo "deps.sh: qemu-utils $qemu_utils is a bookworm backport: qemu-system-x86 comes from bookworm-backports too (no downgrade)"
+            ensure_bookworm_backports
+            # Only QEMU's own packages from backports (qemu-system-x86 wants its -common
+            # and -data of the same version and a newer seabios); their other needs come
+            # from bookworm, as apt picks them. `-t bookworm-backports` would take every
+            # library from backports too, and then e.g. libelf-dev no longer installs.
+            apt_install qemu-system-x86/bookworm-backports qemu-system-common/bookworm-backports \
+                qemu-system-data/bookworm-backports seabios/bookworm-backports qemu-utils/bookworm-backports
+            ;;
+        *) apt_install qemu-system-x86 qemu-utils ;;
+    esac
+    echo "deps.sh: $(qemu-system-x86_64 --version | head -n 1)"
+fi
+
+# Two rounds: the second catches what the first one's installs removed.
 for round in 1 2; do
     read -r -a pkgs <<<"$(missing_packages)"
     [ "${#pkgs[@]}" -gt 0 ] || break
