@@ -12,6 +12,7 @@
 mod api;
 mod archive;
 mod auth;
+mod bucket;
 mod config;
 mod confine;
 mod disks;
@@ -191,7 +192,7 @@ fn parse_bucket_arg(s: &str) -> anyhow::Result<(String, BucketKind, String, Path
 fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging(&args.log_level);
     let ticket = config::read_ticket(&args.ticket_file)?;
-    let mut disks: Vec<disks::Disk> = Vec::new();
+    let mut disks: Vec<bucket::Disk> = Vec::new();
     for spec in &args.buckets {
         let (disk, kind, name, dev) = parse_bucket_arg(spec)?;
         let b = disks::probe_bucket(kind, name, dev.clone())
@@ -205,7 +206,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         );
         match disks.iter_mut().find(|d| d.name == disk) {
             Some(d) => d.buckets.push(Arc::new(b)),
-            None => disks.push(disks::Disk {
+            None => disks.push(bucket::Disk {
                 name: disk,
                 kname: String::new(),
                 buckets: vec![Arc::new(b)],

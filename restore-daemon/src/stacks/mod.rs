@@ -19,7 +19,8 @@ mod md;
 mod thin;
 pub mod tools;
 
-use crate::disks::{self, Bucket, Disk};
+use crate::bucket::{Bucket, Disk};
+use crate::disks;
 use crate::state::State;
 use crate::vpath::BucketKind;
 use file_restore_fsmagic::FsType;
