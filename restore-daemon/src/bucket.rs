@@ -1,7 +1,7 @@
 //! Buckets and disks: what the daemon serves, and a bucket's mount state.
 //!
 //! The data model the rest of the daemon shares: [`Disk`] and [`Bucket`]
-//! (filled in by [`crate::disks`] and [`crate::stacks`]), [`MountState`]
+//! (filled in by [`crate::disks`] and [`crate::scan`]), [`MountState`]
 //! (changed by [`crate::mounts`]) and the [`PublishedPhase`] status reads.
 //! It imports nothing of the daemon but the path vocabulary (`vpath`).
 

@@ -5,7 +5,7 @@
 //! MBR and logical partitions (5+) keep the kernel's numbering; a disk
 //! without partitions is one `raw/raw` bucket. What is built on them (md
 //! arrays, LVM volumes, opened LUKS containers) is added by
-//! [`crate::stacks`]. In dev mode the buckets are given on the command line
+//! [`crate::scan`]. In dev mode the buckets are given on the command line
 //! instead (loop devices with offsets).
 
 use crate::bucket::{Bucket, Disk, MountState, PublishedPhase};

@@ -22,6 +22,7 @@ mod listing;
 mod mounts;
 mod pid1;
 mod ready_signal;
+mod scan;
 mod server;
 mod stacks;
 mod state;
@@ -144,7 +145,7 @@ fn run_vm() -> anyhow::Result<()> {
         let scan_state = state.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let disks = stacks::scan_all();
+            let disks = scan::scan_all();
             log::info!(
                 "disk scan found {} disks in {} ms",
                 disks.len(),
