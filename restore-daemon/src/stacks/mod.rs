@@ -14,7 +14,6 @@ pub mod blockdev;
 pub mod luks;
 pub mod lvm;
 pub mod md;
-mod thin;
 pub mod tools;
 
 /// Whether a LUKS container (a kernel name) has been opened.
