@@ -9,6 +9,8 @@
 //! listening on a Unix socket or loopback TCP, with buckets given as block
 //! devices (e.g. loop devices with partition offsets).
 
+#![warn(missing_docs)]
+
 mod api;
 mod archive;
 mod auth;
