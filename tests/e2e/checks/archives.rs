@@ -228,7 +228,7 @@ pub fn check_zip(
         .with_context(|| format!("{what}: reading the zip"))?;
     let have = manifest::load(&json)?;
     // zip stores symlink names and targets as UTF-8 only: non-UTF-8 bytes
-    // become U+FFFD (documented in the README; tar is exact).
+    // become U+FFFD (documented in docs/API.md; tar is exact).
     let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned().into_bytes();
     let want: Manifest = want
         .values()

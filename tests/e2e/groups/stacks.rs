@@ -102,7 +102,7 @@ pub fn stack_groups(ctx: &Ctx) -> Result<Vec<G>> {
                 && bucket.starts_with("lvm/");
             match b["state"].as_str() {
                 // dm-raid writes superblocks when a parity RAID LV starts: on
-                // read-only disks it fails (README, storage stacks).
+                // read-only disks it fails (docs/USAGE.md, storage stacks).
                 _ if parity_raid => {
                     g.case(format!("{bucket}::dm_raid_parity_error"), move |ctx| {
                         check_error(ctx, &s, &bv, &["dm-raid", "read-only"])
