@@ -298,7 +298,7 @@ async fn unlock(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bo
         passphrases.push(bytes);
     }
     drop(parsed);
-    let answer = tokio::task::spawn_blocking(move || crate::stacks::unlock(&state, &passphrases))
+    let answer = tokio::task::spawn_blocking(move || crate::scan::unlock(&state, &passphrases))
         .await
         .map_err(|e| ApiError::internal(format!("unlock task failed: {e}")))?;
     Ok(json(StatusCode::OK, &answer))

@@ -5,10 +5,10 @@
 //! MBR and logical partitions (5+) keep the kernel's numbering; a disk
 //! without partitions is one `raw/raw` bucket. What is built on them (md
 //! arrays, LVM volumes, opened LUKS containers) is added by
-//! [`crate::stacks`]. In dev mode the buckets are given on the command line
+//! [`crate::scan`]. In dev mode the buckets are given on the command line
 //! instead (loop devices with offsets).
 
-use crate::mounts::{MountState, PublishedPhase};
+use crate::bucket::{Bucket, Disk, MountState, PublishedPhase};
 use crate::stacks::{blockdev, tools};
 use crate::vpath::BucketKind;
 use file_restore_fsmagic::{self as fstype, FsType};
@@ -16,57 +16,6 @@ use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-
-/// A place on a disk that holds (or may hold) a filesystem.
-#[derive(Debug)]
-pub struct Bucket {
-    /// Kind of bucket.
-    pub kind: BucketKind,
-    /// Name within its kind: `1`, `raw`, `vg/lv`.
-    pub name: String,
-    /// The block device node.
-    pub device: PathBuf,
-    /// Size in bytes.
-    pub size: u64,
-    /// Detected filesystem type.
-    pub fstype: FsType,
-    /// For LUKS containers: `LUKS1` or `LUKS2`.
-    pub encryption: Option<String>,
-    /// For LUKS containers: whether no passphrase has opened it yet.
-    pub locked: Option<bool>,
-    /// Why it cannot be read at all (an LV whose PV is missing, an md
-    /// array that cannot start); mounting it gives this error.
-    pub error: Option<String>,
-    /// Mount state, changed on first access; also the mount lock, held
-    /// while the bucket is being mounted.
-    pub mount: Mutex<MountState>,
-    /// The mount phase for status, which must not take the mount lock.
-    pub phase: PublishedPhase,
-}
-
-/// A disk and its buckets.
-#[derive(Debug)]
-pub struct Disk {
-    /// Name in paths: the virtio serial, or the kernel name when there is none.
-    pub name: String,
-    /// The kernel name (`vda`); empty in dev mode.
-    pub kname: String,
-    /// Buckets, sorted by kind and then numerically by name.
-    pub buckets: Vec<std::sync::Arc<Bucket>>,
-}
-
-impl Disk {
-    /// The bucket kinds present on this disk, in a stable order.
-    pub fn kinds(&self) -> Vec<BucketKind> {
-        let mut kinds: Vec<BucketKind> = Vec::new();
-        for b in &self.buckets {
-            if !kinds.contains(&b.kind) {
-                kinds.push(b.kind);
-            }
-        }
-        kinds
-    }
-}
 
 /// Reads a sysfs attribute, trimmed.
 fn sys_attr(dir: &Path, attr: &str) -> Option<String> {
@@ -121,27 +70,6 @@ pub fn broken_bucket(kind: BucketKind, name: String, error: String) -> Bucket {
         error: Some(error),
         mount: Mutex::new(MountState::NotMounted),
         phase: PublishedPhase::default(),
-    }
-}
-
-impl Bucket {
-    /// The kernel name of its device (`vda2`, `dm-3`); empty when it has none.
-    pub fn kname(&self) -> String {
-        self.device
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
-    /// Whether a scan of the same device found the same thing (so the old
-    /// bucket, with its mount, can stay).
-    pub fn same_as(&self, other: &Bucket) -> bool {
-        self.kind == other.kind
-            && self.name == other.name
-            && self.device == other.device
-            && self.fstype == other.fstype
-            && self.locked == other.locked
-            && self.error == other.error
     }
 }
 

@@ -6,8 +6,8 @@
 //! Entries come in readdir order; clients sort. Symlinks are never followed
 //! (lstat) and report their target.
 
+use crate::bucket::Bucket;
 use crate::confine::{self, Last, Root};
-use crate::disks::Bucket;
 use crate::error::ApiError;
 use crate::mounts;
 use crate::state::State;

@@ -9,9 +9,12 @@
 //! listening on a Unix socket or loopback TCP, with buckets given as block
 //! devices (e.g. loop devices with partition offsets).
 
+#![warn(missing_docs)]
+
 mod api;
 mod archive;
 mod auth;
+mod bucket;
 mod config;
 mod confine;
 mod disks;
@@ -21,6 +24,7 @@ mod listing;
 mod mounts;
 mod pid1;
 mod ready_signal;
+mod scan;
 mod server;
 mod stacks;
 mod state;
@@ -143,7 +147,7 @@ fn run_vm() -> anyhow::Result<()> {
         let scan_state = state.clone();
         tokio::task::spawn_blocking(move || {
             let started = std::time::Instant::now();
-            let disks = stacks::scan_all();
+            let disks = scan::scan_all();
             log::info!(
                 "disk scan found {} disks in {} ms",
                 disks.len(),
@@ -191,7 +195,7 @@ fn parse_bucket_arg(s: &str) -> anyhow::Result<(String, BucketKind, String, Path
 fn run_dev(args: DevArgs) -> anyhow::Result<()> {
     init_logging(&args.log_level);
     let ticket = config::read_ticket(&args.ticket_file)?;
-    let mut disks: Vec<disks::Disk> = Vec::new();
+    let mut disks: Vec<bucket::Disk> = Vec::new();
     for spec in &args.buckets {
         let (disk, kind, name, dev) = parse_bucket_arg(spec)?;
         let b = disks::probe_bucket(kind, name, dev.clone())
@@ -205,7 +209,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
         );
         match disks.iter_mut().find(|d| d.name == disk) {
             Some(d) => d.buckets.push(Arc::new(b)),
-            None => disks.push(disks::Disk {
+            None => disks.push(bucket::Disk {
                 name: disk,
                 kname: String::new(),
                 buckets: vec![Arc::new(b)],

@@ -5,62 +5,12 @@
 //! that keep the kernel from replaying a dirty journal or log onto the
 //! read-only disk, which would fail (or, on a writable disk, change it).
 
-use crate::disks::Bucket;
+use crate::bucket::{Bucket, MountPhase, MountState};
 use crate::error::ApiError;
 use file_restore_fsmagic::FsType;
 use hyper::StatusCode;
 use nix::mount::MsFlags;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
-
-/// Mount state of a bucket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MountState {
-    /// Not mounted yet (or the last attempt failed).
-    NotMounted,
-    /// Mounted at this directory.
-    Mounted(PathBuf),
-}
-
-/// What status reports of a bucket's mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MountPhase {
-    /// Not mounted (never tried, or the last attempt failed).
-    NotMounted,
-    /// The mount system call is running.
-    Mounting,
-    /// Mounted.
-    Mounted,
-}
-
-/// A bucket's [`MountPhase`], readable at any time without its mount lock.
-///
-/// [`ensure_mounted`] holds the bucket's mount lock for as long as the mount
-/// system call takes, which for a large or damaged filesystem on a slow
-/// disk can be minutes; status reads this instead, so it never waits.
-#[derive(Debug)]
-pub struct PublishedPhase(AtomicU8);
-
-impl Default for PublishedPhase {
-    fn default() -> Self {
-        PublishedPhase(AtomicU8::new(MountPhase::NotMounted as u8))
-    }
-}
-
-impl PublishedPhase {
-    /// The current phase.
-    pub fn get(&self) -> MountPhase {
-        match self.0.load(Ordering::Acquire) {
-            x if x == MountPhase::Mounting as u8 => MountPhase::Mounting,
-            x if x == MountPhase::Mounted as u8 => MountPhase::Mounted,
-            _ => MountPhase::NotMounted,
-        }
-    }
-
-    fn set(&self, phase: MountPhase) {
-        self.0.store(phase as u8, Ordering::Release);
-    }
-}
 
 /// Kernel filesystem type and data options for a detected type, or `None`
 /// when the type cannot be mounted.

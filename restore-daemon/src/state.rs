@@ -1,8 +1,7 @@
 //! What the request handlers share: disks, ticket, watchdog, limits.
 
-use crate::disks::{Bucket, Disk};
+use crate::bucket::{Bucket, Disk, MountPhase};
 use crate::error::ApiError;
-use crate::mounts::MountPhase;
 use crate::vpath::BucketKind;
 use crate::watchdog::Watchdog;
 use file_restore_wire::{BucketStatus, DiskStatus, ScanState, MAX_CONCURRENT_EXTRACTS};

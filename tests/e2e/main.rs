@@ -24,8 +24,6 @@
 
 mod checks;
 mod groups;
-mod ntfs;
-mod stacks;
 
 use anyhow::{bail, Context, Result};
 use file_restore_tests::cli::Cli;

@@ -123,7 +123,7 @@ const FIELDS: [&str; 11] = [
 const REQUIRED: [&str; 6] = ["filepath", "text", "type", "leaf", "size", "mtime"];
 
 /// Parses a JSON listing of `listed` and checks every entry against the contract
-/// (README, "Entry JSON"): exactly the documented fields; `filepath` the padded
+/// (docs/API.md, "Entry"): exactly the documented fields; `filepath` the padded
 /// standard base64 of the full path `<listed>/<name>` (or of `listed` itself when
 /// a non-directory lists as itself); `text` the lossy name; `target` on symlinks
 /// only; `fstype` on buckets only; `size` null on directories and on the virtual

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where the screenshot goes: `FILE_RESTORE_SCREENSHOT` when set (the README's
+/// Where the screenshot goes: `FILE_RESTORE_SCREENSHOT` when set (docs/WEB-UI.md's
 /// docs/web-ui.png is made with it), else the test's scratch space.
 fn screenshot_path(ctx: &Web) -> PathBuf {
     std::env::var_os("FILE_RESTORE_SCREENSHOT")

@@ -25,7 +25,7 @@ pub const DEFAULT_PORT: u32 = 1024;
 /// this signal when it uses the vhost-user sidecar: vhost-device-vsock 0.3
 /// stops serving the VM for good if a host connection arrives in the short
 /// window after the guest's memory is mapped but before its RX queue is
-/// ready (README, "Readiness"). The connection itself is the signal: it
+/// ready (docs/ARCHITECTURE.md, "Readiness"). The connection itself is the signal: it
 /// carries no data.
 pub const READY_PORT: u32 = 1025;
 

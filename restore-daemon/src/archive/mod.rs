@@ -1,4 +1,6 @@
-//! Directory archives streamed as tar (pax) or zip.
+//! Directory archives streamed as tar (pax) or zip: the confined walk here,
+//! one sink per format (`tar`, `zip`). Imports: this folder's modules and
+//! the daemon's `confine` (descriptor-relative opens), nothing else.
 //!
 //! A confined walk ([`walk`]) visits a directory tree through descriptors
 //! only: each child is opened relative to its parent with `O_NOFOLLOW` and

@@ -1,5 +1,8 @@
 //! LVM: volume groups activated read-only with lvm2, one bucket
-//! `lvm/<VG>/<LV>` per visible logical volume.
+//! `lvm/<VG>/<LV>` per visible logical volume; thin pools, which lvm2
+//! cannot activate read-only, are opened by hand (`thin`), both from lvm2's
+//! report rows (`report`). Imports: this folder's modules and the stacks'
+//! `blockdev` and `tools`, nothing else of the daemon.
 //!
 //! Every VG found is put in `read_only_volume_list`, so each LV — linear,
 //! striped, raid, thin (the pool too) and snapshots — gets a read-only
@@ -11,9 +14,12 @@
 //! `-K` activates LVs flagged to skip activation (thin snapshots are, by
 //! default).
 
+mod report;
+mod thin;
+
 use super::blockdev;
 use super::tools::Tools;
-use serde::Deserialize;
+use report::{FullReport, SegRow, VgReport, VgsReport};
 use std::time::Duration;
 
 /// Limit for one lvm call.
@@ -32,54 +38,6 @@ pub struct Volume {
     pub pvs: Vec<String>,
     /// Why it cannot be read, when it is not active.
     pub error: Option<String>,
-}
-
-/// `lvm vgs --reportformat json`.
-#[derive(Deserialize)]
-struct VgsReport {
-    report: Vec<VgsSection>,
-}
-
-#[derive(Deserialize)]
-struct VgsSection {
-    #[serde(default)]
-    vg: Vec<VgRow>,
-}
-
-#[derive(Deserialize)]
-struct LvRow {
-    vg_name: String,
-    lv_name: String,
-    #[serde(default)]
-    lv_attr: String,
-    #[serde(default)]
-    lv_role: String,
-    #[serde(default)]
-    lv_kernel_major: String,
-    #[serde(default)]
-    lv_kernel_minor: String,
-}
-
-#[derive(Deserialize)]
-pub(super) struct PvRow {
-    pub pv_name: String,
-    #[serde(default)]
-    pub vg_name: String,
-    /// Where the first extent starts on the PV, bytes.
-    #[serde(default)]
-    pub pe_start: String,
-}
-
-#[derive(Deserialize)]
-struct VgInfo {
-    vg_name: String,
-    #[serde(default)]
-    vg_extent_size: String,
-}
-
-#[derive(Deserialize)]
-struct VgRow {
-    vg_name: String,
 }
 
 /// The names of the VGs lvm finds.
@@ -145,57 +103,6 @@ pub fn activate(tools: &Tools) -> Result<Vec<String>, String> {
     Ok(vgs)
 }
 
-/// One VG's part of `lvm fullreport`.
-#[derive(Deserialize)]
-struct VgReport {
-    #[serde(default)]
-    vg: Vec<VgInfo>,
-    #[serde(default)]
-    pv: Vec<PvRow>,
-    #[serde(default)]
-    lv: Vec<LvRow>,
-    #[serde(default)]
-    seg: Vec<SegRow>,
-}
-
-#[derive(Deserialize)]
-struct FullReport {
-    report: Vec<VgReport>,
-}
-
-#[derive(Deserialize)]
-pub(super) struct SegRow {
-    pub lv_name: String,
-    #[serde(default)]
-    pub segtype: String,
-    #[serde(default)]
-    pub devices: String,
-    /// Thin LVs: their device id in the pool.
-    #[serde(default)]
-    pub thin_id: String,
-    /// Thin pools: the data block size, bytes.
-    #[serde(default)]
-    pub chunk_size: String,
-    /// Thin LVs: their pool.
-    #[serde(default)]
-    pub pool_lv: String,
-    /// Thin pools: the hidden data LV (`[pool_tdata]`).
-    #[serde(default)]
-    pub data_lv: String,
-    /// Thin pools: the hidden metadata LV (`[pool_tmeta]`).
-    #[serde(default)]
-    pub metadata_lv: String,
-    /// The segment's size, bytes.
-    #[serde(default)]
-    pub seg_size: String,
-    /// Where the segment starts in its LV, bytes.
-    #[serde(default)]
-    pub seg_start: String,
-    /// The PV extents it uses: `/dev/vda2:20-29`.
-    #[serde(default)]
-    pub seg_pe_ranges: String,
-}
-
 /// The kernel name of a PV's device node (`/dev/vda2`, or `/dev/mapper/x`,
 /// which without udev is a node of its own, not a link to `../dm-N`).
 fn pv_kname(pv_name: &str) -> Option<String> {
@@ -258,13 +165,13 @@ pub fn volumes(tools: &Tools) -> Result<Vec<Volume>, String> {
     let mut vols = Vec::new();
     for vg in full.report {
         let Some(info) = vg.vg.first() else { continue };
-        let layout = super::thin::Layout {
+        let layout = thin::Layout {
             vg: &info.vg_name,
             extent_size: info.vg_extent_size.parse().unwrap_or(0),
             pvs: &vg.pv,
             segs: &vg.seg,
         };
-        let thin = super::thin::open_pools(tools, &layout);
+        let thin = thin::open_pools(tools, &layout);
         let mut v = vg_volumes(vg);
         for vol in &mut v {
             match thin.get(&vol.lv) {

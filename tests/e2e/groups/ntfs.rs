@@ -1,18 +1,16 @@
 //! The NTFS group: two NTFS volumes (one with its dirty flag set) as the two disks of
 //! one source, mounted in the guest by ntfs3.
 
+use super::matrix::matrix_group;
+use super::G;
 use crate::checks::{self, extract_into, sub_manifest, vpath, Src};
-use crate::groups::matrix_group;
 use crate::Ctx;
 use anyhow::{ensure, Context, Result};
-use file_restore_tests::harness::Group;
 use file_restore_tests::manifest;
 use file_restore_tests::sys::{self, show};
 use serde_json::Value;
 use std::ffi::OsStr;
 use std::path::Path;
-
-type G = Group<Ctx>;
 
 /// The two NTFS images (ntfs3 in the guest) as the two disks of one source
 /// directory, so one VM serves both: the matrix checks of every bucket (levels,

@@ -9,18 +9,15 @@
 //! passphrases nowhere in the run directory or the console log; and last the disk
 //! images unchanged (sha256).
 
+use super::{teardown_for, G};
 use crate::checks::{self, expect_error, vpath, Src};
-use crate::groups::teardown_for;
 use crate::Ctx;
 use anyhow::{ensure, Context, Result};
 use file_restore_tests::cli::Listed;
-use file_restore_tests::harness::Group;
 use file_restore_tests::sys::{self, show};
 use serde_json::Value;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-
-type G = Group<Ctx>;
 
 /// stacks.json, loaded once per group that needs it.
 fn index(ctx: &Ctx) -> Result<Value> {
@@ -105,7 +102,7 @@ pub fn stack_groups(ctx: &Ctx) -> Result<Vec<G>> {
                 && bucket.starts_with("lvm/");
             match b["state"].as_str() {
                 // dm-raid writes superblocks when a parity RAID LV starts: on
-                // read-only disks it fails (README, storage stacks).
+                // read-only disks it fails (docs/USAGE.md, storage stacks).
                 _ if parity_raid => {
                     g.case(format!("{bucket}::dm_raid_parity_error"), move |ctx| {
                         check_error(ctx, &s, &bv, &["dm-raid", "read-only"])

@@ -12,9 +12,9 @@
 //! size, sizes); lvm2 2.03.16 refuses to activate the hidden LVs itself
 //! ("Operation not permitted on hidden LV").
 
-use super::blockdev;
-use super::lvm::{PvRow, SegRow};
-use super::tools::Tools;
+use super::report::{PvRow, SegRow};
+use crate::stacks::blockdev;
+use crate::stacks::tools::Tools;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
