@@ -4,7 +4,6 @@
 use crate::client::{ClientError, ExtractStream};
 use crate::unpack::{self, UnpackOptions, UnpackStats};
 use indicatif::ProgressBar;
-use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::mpsc;
@@ -33,32 +32,8 @@ pub enum OutputError {
     Unpack(#[from] unpack::UnpackError),
 }
 
-/// Text for a terminal: control characters (C0, DEL, C1 including the
-/// 8-bit CSI) and bidirectional overrides are replaced by visible escapes
-/// (`\x1b`, `\u{9b}`, `\u{202e}`), so names, link targets and messages
-/// from the untrusted guest cannot move the cursor, retitle the window,
-/// fake lines or reorder text. Everything else is kept as is.
-pub fn terminal_safe(s: &str) -> Cow<'_, str> {
-    let bad =
-        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
-    if !s.chars().any(bad) {
-        return Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if !bad(c) {
-            out.push(c);
-        } else if (c as u32) < 0x80 {
-            out.push_str(&format!("\\x{:02x}", c as u32));
-        } else {
-            out.push_str(&format!("\\u{{{:x}}}", c as u32));
-        }
-    }
-    Cow::Owned(out)
-}
-
 fn progress(len: Option<u64>) -> ProgressBar {
-    crate::progress::progress_bar(len, "extracting")
+    crate::util::progress::progress_bar(len, "extracting")
 }
 
 /// Copies the stream to stdout.
@@ -286,20 +261,4 @@ pub fn unpack_summary(s: &UnpackStats, same_owner: bool) -> String {
     }
     parts.push(format!("{} bytes", s.bytes));
     parts.join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::terminal_safe;
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(terminal_safe("plain name ü.txt"), "plain name ü.txt");
-        assert!(matches!(terminal_safe("ok"), std::borrow::Cow::Borrowed(_)));
-        assert_eq!(
-            terminal_safe("a\x1b]0;owned\x07b\nc\rd\te\x7f\u{9b}2J\u{85}\u{202e}fdp.exe"),
-            "a\\x1b]0;owned\\x07b\\x0ac\\x0dd\\x09e\\x7f\\u{9b}2J\\u{85}\\u{202e}fdp.exe"
-        );
-        assert_eq!(terminal_safe("\0"), "\\x00");
-    }
 }

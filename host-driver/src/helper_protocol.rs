@@ -25,7 +25,7 @@
 //!    the run directory); [`BootPolicy`] decides which kernel, initramfs and
 //!    QEMU binary may be used: when the helper runs with more rights than
 //!    its caller (setuid, setgid or file capabilities) only the installed
-//!    ones ([`crate::install::INSTALL_DIRS`] or root-owned files beside the
+//!    ones ([`crate::util::install::INSTALL_DIRS`] or root-owned files beside the
 //!    helper, and [`QEMU_PATHS`]); otherwise any, since it then has no more
 //!    rights than the user.
 //!    A kernel vsock CID must lie in the invoking user's own block

@@ -215,14 +215,14 @@ pub fn locate_keeper() -> Option<PathBuf> {
         }
     }
     candidates.extend(
-        crate::install::install_dirs()
+        crate::util::install::install_dirs()
             .into_iter()
             .map(|d| d.join(KEEPER_NAME)),
     );
     candidates
         .into_iter()
-        .find(|p| crate::process::is_executable(p))
-        .or_else(|| crate::process::find_program(Path::new(KEEPER_NAME)))
+        .find(|p| crate::util::process::is_executable(p))
+        .or_else(|| crate::util::process::find_program(Path::new(KEEPER_NAME)))
 }
 
 /// Starts `file-restore-keeper` for `vm` (detached, as the user; its log is
@@ -246,7 +246,7 @@ pub(crate) async fn spawn(vm: &RunningVm, opts: &KeeperOptions) {
         opts.console_cap.to_string().into(),
     ];
     let spawned = crate::launch::create_log(&vm.run_dir.join(KEEPER_LOG)).and_then(|log| {
-        crate::process::spawn_detached_with_stdin(
+        crate::util::process::spawn_detached_with_stdin(
             &program,
             &args,
             &log,

@@ -15,7 +15,7 @@ use std::io;
 use std::ops::RangeInclusive;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -24,9 +24,9 @@ use crate::helper_protocol::cids::{cid_range, no_range_reason};
 use crate::helper_protocol::{self, DiskRequest, DiskSource, ALLOWED_FORMATS};
 use crate::initrd::{self, InitrdError};
 use crate::keeper::KeeperOptions;
-use crate::process::{find_program, tail_lines};
 use crate::qemu::{self, Accel};
 use crate::transport::VsockAddr;
+use crate::util::process::{find_program, tail_lines};
 use crate::vm_process::{
     self, disk_source, plain_absolute, AttemptError, LaunchPlan, TransportPlan,
 };
@@ -527,7 +527,7 @@ fn open_rw(path: &str) -> io::Result<File> {
 fn find_sidecar(binary: &Path) -> Option<PathBuf> {
     find_program(binary).or_else(|| {
         let name = binary.to_str().filter(|n| !n.contains('/'))?;
-        crate::install::find_installed(name)
+        crate::util::install::find_installed(name)
     })
 }
 
@@ -537,7 +537,7 @@ fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTranspo
             program: opts.vhost_user_binary.clone(),
             hint: format!(
                 " on PATH nor in {}; install it with `{VHOST_USER_INSTALL_HINT}`",
-                crate::install::INSTALL_DIRS.join(" or ")
+                crate::util::install::INSTALL_DIRS.join(" or ")
             ),
         })
     };
@@ -604,14 +604,6 @@ fn create_run_dir(base_dir: &Path) -> Result<PathBuf, LaunchError> {
         base_dir,
         io::Error::new(io::ErrorKind::AlreadyExists, "no free run directory name"),
     ))
-}
-
-/// Seconds since the epoch.
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Opens (truncating) a log file readable only by the owner.

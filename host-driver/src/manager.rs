@@ -141,7 +141,7 @@ pub struct BootFiles {
 
 /// Finds the boot files: explicit paths, then `FILE_RESTORE_KERNEL` /
 /// `FILE_RESTORE_INITRAMFS`, then the install directories
-/// ([`crate::install::install_dirs`]), then the build output of the
+/// ([`crate::util::install::install_dirs`]), then the build output of the
 /// repository the running binary was built in.
 pub fn locate_boot_files(
     kernel: Option<PathBuf>,
@@ -152,7 +152,7 @@ pub fn locate_boot_files(
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    let mut candidates: Vec<PathBuf> = crate::install::install_dirs();
+    let mut candidates: Vec<PathBuf> = crate::util::install::install_dirs();
     if let Ok(exe) = std::env::current_exe() {
         // target/{release,debug}/file-restore -> <repo>/build
         if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
@@ -496,7 +496,7 @@ impl Manager {
                 MapSlot::Starting { starting } if starting.holder_alive() => notes.push(format!(
                     "VM {name} is being started by pid {} (for {} s)",
                     starting.pid,
-                    launch::unix_now().saturating_sub(starting.since)
+                    crate::util::unix_now().saturating_sub(starting.since)
                 )),
                 MapSlot::Starting { starting } => {
                     notes.push(format!(

@@ -12,7 +12,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::VmEntry;
-use crate::process::pid_start_time;
+use crate::util::process::pid_start_time;
 
 /// One entry of the VM map.
 ///
@@ -50,7 +50,7 @@ impl<'de> Deserialize<'de> for MapSlot {
 pub struct Reservation {
     /// The starting process.
     pub pid: u32,
-    /// Its start time (see [`crate::process`]): tells it from a later
+    /// Its start time (see [`crate::util::process`]): tells it from a later
     /// process that got the same pid.
     pub pid_start: u64,
     /// Random: tells this start from another one by the same process.
@@ -69,7 +69,7 @@ impl Reservation {
             // case no reservation ever looks alive and none can block anyone.
             pid_start: pid_start_time(pid).unwrap_or(0),
             token: crate::initrd::new_ticket()?,
-            since: crate::launch::unix_now(),
+            since: crate::util::unix_now(),
         })
     }
 

@@ -2,15 +2,18 @@
 //! not necessarily our child): politely through the API, then through QMP,
 //! then with SIGKILL, always checking that the pid still belongs to that VM.
 
+use std::ffi::OsStr;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use crate::launch::RunningVm;
-use crate::process::{process_matches, send_signal, wait_gone};
+use crate::qemu::escape_option_value;
 use crate::qmp::Qmp;
+use crate::util::process::{cmdline, pid_alive, send_signal, wait_gone};
 
 /// Program-name hint for QEMU in `/proc/<pid>/cmdline`.
 const QEMU_HINT: &str = "qemu";
@@ -133,6 +136,41 @@ async fn qmp_quit(socket: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// True when `pid` is alive, its program name contains `program_hint` and
+/// one of its arguments mentions `run_dir` (raw or comma-escaped): a guard
+/// against killing an unrelated process that reused the pid.
+pub(crate) fn process_matches(pid: u32, program_hint: &str, run_dir: &Path) -> bool {
+    if !pid_alive(pid) {
+        return false;
+    }
+    let Some(argv) = cmdline(pid) else {
+        return false;
+    };
+    cmdline_matches(&argv, program_hint, run_dir)
+}
+
+fn cmdline_matches(argv: &[Vec<u8>], program_hint: &str, run_dir: &Path) -> bool {
+    let Some(argv0) = argv.first() else {
+        return false;
+    };
+    let name = Path::new(OsStr::from_bytes(argv0))
+        .file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .unwrap_or_default();
+    if !contains(&name, program_hint.as_bytes()) {
+        return false;
+    }
+    let raw = run_dir.as_os_str().as_bytes();
+    let escaped = escape_option_value(run_dir.as_os_str());
+    argv[1..]
+        .iter()
+        .any(|a| contains(a, raw) || contains(a, escaped.as_bytes()))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +217,22 @@ mod tests {
             got,
             [r#"{"execute":"qmp_capabilities"}"#, r#"{"execute":"quit"}"#]
         );
+    }
+
+    #[test]
+    fn cmdline_guard() {
+        let argv: Vec<Vec<u8>> = vec![
+            b"/usr/bin/qemu-system-x86_64".to_vec(),
+            b"-chardev".to_vec(),
+            b"file,id=con0,path=/run/a,,b/vm-1/console.log".to_vec(),
+        ];
+        assert!(cmdline_matches(&argv, "qemu", Path::new("/run/a,b/vm-1")));
+        assert!(!cmdline_matches(&argv, "qemu", Path::new("/run/a,b/vm-2")));
+        assert!(!cmdline_matches(
+            &argv,
+            "vhost-device-vsock",
+            Path::new("/run/a,b/vm-1")
+        ));
+        assert!(!cmdline_matches(&[], "qemu", Path::new("/x")));
     }
 }

@@ -341,7 +341,7 @@ impl<T: Serialize + DeserializeOwned> LockedMap<T> {
 
     /// A free `vms.json.corrupt-<epoch>[-N]` name.
     fn corrupt_name(&self) -> PathBuf {
-        let base = format!("{MAP_FILE}.corrupt-{}", crate::launch::unix_now());
+        let base = format!("{MAP_FILE}.corrupt-{}", crate::util::unix_now());
         let mut candidate = self.dir.join(&base);
         let mut n = 1;
         while candidate.exists() {

@@ -24,10 +24,11 @@ use crate::helper_protocol::{
     self, Action, DiskRequest, DiskSource, HelperRequest, TransportRequest, MESSAGE_PREFIX,
     PROTOCOL_VERSION,
 };
-use crate::launch::{create_log, failure_logs, unix_now, LaunchError, LaunchTimeouts, RunningVm};
-use crate::process::{spawn_detached, spawn_detached_with_stdin, tail_lines};
+use crate::launch::{create_log, failure_logs, LaunchError, LaunchTimeouts, RunningVm};
 use crate::qemu::Accel;
 use crate::transport::VsockAddr;
+use crate::util::process::{spawn_detached, spawn_detached_with_stdin, tail_lines};
+use crate::util::unix_now;
 
 /// Console log file in the run directory.
 pub const CONSOLE_LOG: &str = "console.log";

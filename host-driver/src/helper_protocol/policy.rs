@@ -33,7 +33,7 @@ impl BootPolicy {
         let mut trusted_dirs: Vec<PathBuf> = Vec::new();
         // Each directory as named and as resolved (both root-controlled), so
         // that a caller passing resolved paths matches.
-        let installed = crate::install::INSTALL_DIRS.iter().map(Path::new);
+        let installed = crate::util::install::INSTALL_DIRS.iter().map(Path::new);
         for dir in installed.chain(helper_exe.and_then(Path::parent)) {
             for d in [Some(dir.to_path_buf()), std::fs::canonicalize(dir).ok()]
                 .into_iter()
@@ -171,14 +171,17 @@ pub fn locate_helper() -> Result<PathBuf, String> {
         }
     }
     candidates.extend(
-        crate::install::install_dirs()
+        crate::util::install::install_dirs()
             .into_iter()
             .map(|d| d.join(HELPER_NAME)),
     );
-    if let Some(found) = candidates.iter().find(|p| crate::process::is_executable(p)) {
+    if let Some(found) = candidates
+        .iter()
+        .find(|p| crate::util::process::is_executable(p))
+    {
         return Ok(found.clone());
     }
-    if let Some(found) = crate::process::find_program(Path::new(HELPER_NAME)) {
+    if let Some(found) = crate::util::process::find_program(Path::new(HELPER_NAME)) {
         return Ok(found);
     }
     let looked: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();

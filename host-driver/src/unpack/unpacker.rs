@@ -13,7 +13,7 @@ use tar::EntryType;
 
 use super::fsops;
 use super::{normalize, read_meta, DirMeta, Meta, UnpackError, UnpackOptions, UnpackStats};
-use crate::cli_io::terminal_safe;
+use crate::util::text::terminal_safe;
 
 fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))

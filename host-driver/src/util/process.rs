@@ -3,7 +3,7 @@
 //! child) whether a process is still the one we started, signalling it, and
 //! reading the tail of its logs.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::RawFd;
@@ -14,8 +14,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-use crate::qemu::escape_option_value;
 
 /// Spawns `program` in its own session (so it survives us and our terminal),
 /// stdin from `/dev/null`, stdout and stderr to `log`.
@@ -97,7 +95,7 @@ pub(crate) fn pid_start_time(pid: u32) -> Option<u64> {
 }
 
 /// The argument vector of `pid`, from `/proc/<pid>/cmdline`.
-fn cmdline(pid: u32) -> Option<Vec<Vec<u8>>> {
+pub(crate) fn cmdline(pid: u32) -> Option<Vec<Vec<u8>>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     Some(
         raw.split(|&b| b == 0)
@@ -105,41 +103,6 @@ fn cmdline(pid: u32) -> Option<Vec<Vec<u8>>> {
             .map(<[u8]>::to_vec)
             .collect(),
     )
-}
-
-/// True when `pid` is alive, its program name contains `program_hint` and
-/// one of its arguments mentions `run_dir` (raw or comma-escaped): a guard
-/// against killing an unrelated process that reused the pid.
-pub(crate) fn process_matches(pid: u32, program_hint: &str, run_dir: &Path) -> bool {
-    if !pid_alive(pid) {
-        return false;
-    }
-    let Some(argv) = cmdline(pid) else {
-        return false;
-    };
-    cmdline_matches(&argv, program_hint, run_dir)
-}
-
-fn cmdline_matches(argv: &[Vec<u8>], program_hint: &str, run_dir: &Path) -> bool {
-    let Some(argv0) = argv.first() else {
-        return false;
-    };
-    let name = Path::new(OsStr::from_bytes(argv0))
-        .file_name()
-        .map(|n| n.as_bytes().to_vec())
-        .unwrap_or_default();
-    if !contains(&name, program_hint.as_bytes()) {
-        return false;
-    }
-    let raw = run_dir.as_os_str().as_bytes();
-    let escaped = escape_option_value(run_dir.as_os_str());
-    argv[1..]
-        .iter()
-        .any(|a| contains(a, raw) || contains(a, escaped.as_bytes()))
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Sends `signal` to `pid`; errors (already gone) are ignored.
@@ -243,23 +206,6 @@ pub(crate) fn find_program(name: &Path) -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cmdline_guard() {
-        let argv: Vec<Vec<u8>> = vec![
-            b"/usr/bin/qemu-system-x86_64".to_vec(),
-            b"-chardev".to_vec(),
-            b"file,id=con0,path=/run/a,,b/vm-1/console.log".to_vec(),
-        ];
-        assert!(cmdline_matches(&argv, "qemu", Path::new("/run/a,b/vm-1")));
-        assert!(!cmdline_matches(&argv, "qemu", Path::new("/run/a,b/vm-2")));
-        assert!(!cmdline_matches(
-            &argv,
-            "vhost-device-vsock",
-            Path::new("/run/a,b/vm-1")
-        ));
-        assert!(!cmdline_matches(&[], "qemu", Path::new("/x")));
-    }
 
     #[test]
     fn start_times_name_one_process() {

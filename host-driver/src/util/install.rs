@@ -43,7 +43,7 @@ pub fn find_installed(name: &str) -> Option<PathBuf> {
     install_dirs()
         .into_iter()
         .map(|d| d.join(name))
-        .find(|p| crate::process::is_executable(p))
+        .find(|p| crate::util::process::is_executable(p))
 }
 
 #[cfg(test)]
