@@ -1,7 +1,7 @@
 //! Where extracted bytes go on the host: stdout, a file written atomically,
 //! or a directory unpacked safely. Shows progress on a terminal.
 
-use crate::client::{ClientError, ExtractStream};
+use crate::guest::client::{ClientError, ExtractStream};
 use crate::unpack::{self, UnpackOptions, UnpackStats};
 use indicatif::ProgressBar;
 use std::io::{Read, Write};

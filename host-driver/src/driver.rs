@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use file_restore_wire::{Entry, ExtractFormat, UnlockAnswer};
 
-use crate::client::{ClientError, DaemonClient, ExtractStream};
+use crate::guest::client::{ClientError, DaemonClient, ExtractStream};
 use crate::manager::{Manager, ManagerError, VmReport};
 
 /// An error of a driver call.

@@ -19,13 +19,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::client::DaemonClient;
-use crate::helper_protocol::cids::{cid_range, no_range_reason};
-use crate::helper_protocol::{self, DiskRequest, DiskSource, ALLOWED_FORMATS};
-use crate::initrd::{self, InitrdError};
+use crate::guest::client::DaemonClient;
+use crate::guest::transport::VsockAddr;
+use crate::helper::cids::{cid_range, no_range_reason};
+use crate::helper::initrd::{self, InitrdError};
+use crate::helper::{self, DiskRequest, DiskSource, ALLOWED_FORMATS};
 use crate::keeper::KeeperOptions;
 use crate::qemu::{self, Accel};
-use crate::transport::VsockAddr;
 use crate::util::process::{find_program, tail_lines};
 use crate::vm_process::{
     self, disk_source, plain_absolute, AttemptError, LaunchPlan, TransportPlan,
@@ -141,9 +141,9 @@ pub struct LaunchOptions {
     /// Time limits.
     pub timeouts: LaunchTimeouts,
     /// QEMU binary (looked up on `$PATH` without a `/`). A setuid helper
-    /// accepts only [`helper_protocol::QEMU_PATHS`].
+    /// accepts only [`helper::QEMU_PATHS`].
     pub qemu_binary: PathBuf,
-    /// `file-restore-helper`; `None`: [`helper_protocol::locate_helper`].
+    /// `file-restore-helper`; `None`: [`helper::locate_helper`].
     pub helper_binary: Option<PathBuf>,
     /// vhost-user vsock sidecar binary (without a `/`: looked up on `$PATH`,
     /// then in the install directories).
@@ -249,8 +249,8 @@ pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
     let qemu_binary = std::fs::canonicalize(&qemu_binary).unwrap_or(qemu_binary);
     let helper = match &opts.helper_binary {
         Some(h) => h.clone(),
-        None => helper_protocol::locate_helper().map_err(|hint| LaunchError::MissingProgram {
-            program: helper_protocol::HELPER_NAME.into(),
+        None => helper::locate_helper().map_err(|hint| LaunchError::MissingProgram {
+            program: helper::HELPER_NAME.into(),
             hint: format!(": {hint}"),
         })?,
     };
@@ -543,16 +543,16 @@ fn choose_transport(opts: &LaunchOptions, helper: &Path) -> Result<ChosenTranspo
     };
     // The helper opens /dev/vhost-vsock: it is usable when we can open it,
     // or when the helper is setuid root and the device exists; and only
-    // with CIDs of this user's block (see helper_protocol::cids).
+    // with CIDs of this user's block (see helper::cids).
     let uid = nix::unistd::getuid().as_raw();
     let kernel_vsock = || -> io::Result<RangeInclusive<u32>> {
         let cids = cid_range(uid).ok_or_else(|| io::Error::other(no_range_reason(uid)))?;
-        match open_rw(helper_protocol::VHOST_VSOCK_DEVICE) {
+        match open_rw(helper::VHOST_VSOCK_DEVICE) {
             Ok(_) => Ok(cids),
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                let is_device = std::fs::metadata(helper_protocol::VHOST_VSOCK_DEVICE)
+                let is_device = std::fs::metadata(helper::VHOST_VSOCK_DEVICE)
                     .is_ok_and(|m| m.file_type().is_char_device());
-                if is_device && helper_protocol::helper_is_setuid_root(helper) {
+                if is_device && helper::helper_is_setuid_root(helper) {
                     Ok(cids)
                 } else {
                     Err(e)

@@ -5,8 +5,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::client::ClientError;
-use crate::initrd::InitrdError;
+use crate::guest::client::ClientError;
+use crate::helper::initrd::InitrdError;
 use crate::launch::{VHOST_USER_BINARY, VHOST_USER_INSTALL_HINT};
 use crate::qemu::Accel;
 

@@ -13,26 +13,22 @@
 //! - [`helper_protocol`]: the request to `file-restore-helper`, which
 //!   starts QEMU (the only part that may be installed setuid root).
 
-pub mod client;
-mod guest_ready;
-pub mod helper_protocol;
-pub mod initrd;
+pub mod guest;
+pub mod helper;
 pub mod keeper;
 pub mod launch;
 pub mod qemu;
-mod qmp;
 pub mod teardown;
-pub mod transport;
 mod vm_process;
 
-pub use client::{ClientError, DaemonClient, ExtractStream};
+pub use guest::client::{ClientError, DaemonClient, ExtractStream};
+pub use guest::transport::{connect, TransportError, VsockAddr, VsockStream};
 pub use launch::{
     start_vm, AccelPreference, FailureLogs, ImageSpec, LaunchError, LaunchOptions, LaunchTimeouts,
     RunningVm, TransportPreference, KVM_UNUSABLE_FILE,
 };
 pub use qemu::Accel;
 pub use teardown::{is_alive, stop_vm, TeardownError};
-pub use transport::{connect, TransportError, VsockAddr, VsockStream};
 pub mod cli_io;
 pub mod driver;
 pub mod manager;

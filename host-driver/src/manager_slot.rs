@@ -68,7 +68,7 @@ impl Reservation {
             // Our own process exists; 0 only if /proc is unreadable, in which
             // case no reservation ever looks alive and none can block anyone.
             pid_start: pid_start_time(pid).unwrap_or(0),
-            token: crate::initrd::new_ticket()?,
+            token: crate::helper::initrd::new_ticket()?,
             since: crate::util::unix_now(),
         })
     }

@@ -329,68 +329,13 @@ pub fn parse_source(arg: &str) -> Result<Source, SourceError> {
 }
 
 fn validate_nbd(uri: &str, scheme: &str, rest: &str) -> Result<(), SourceError> {
-    let bad = |reason: &str| SourceError::BadNbdUri {
-        uri: uri.to_string(),
-        reason: reason.to_string(),
-    };
-    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("it contains whitespace or control characters"));
+    match crate::qemu::nbd::uri_problem(scheme, rest) {
+        Some(reason) => Err(SourceError::BadNbdUri {
+            uri: uri.to_string(),
+            reason: reason.to_string(),
+        }),
+        None => Ok(()),
     }
-    if rest.contains('#') {
-        return Err(bad("fragments (#) are not allowed"));
-    }
-    let (authority, path_query) = match rest.find(['/', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let (_export, query) = match path_query.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path_query, None),
-    };
-    if scheme == "nbd" {
-        if query.is_some() {
-            return Err(bad("nbd:// takes no query parameters"));
-        }
-        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-            let (h, after) = h
-                .split_once(']')
-                .ok_or_else(|| bad("unterminated [IPv6] host"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("the host is missing"));
-        }
-        if host.contains('@') {
-            return Err(bad("user information is not supported"));
-        }
-        if let Some(p) = port {
-            match p.parse::<u16>() {
-                Ok(n) if n > 0 => {}
-                _ => return Err(bad("the port must be a number from 1 to 65535")),
-            }
-        }
-    } else {
-        if !authority.is_empty() {
-            return Err(bad(
-                "nbd+unix:// takes no host (write nbd+unix:///EXPORT?socket=…)",
-            ));
-        }
-        let socket = query
-            .and_then(|q| q.strip_prefix("socket="))
-            .ok_or_else(|| bad("the socket=/PATH parameter is missing"))?;
-        if socket.contains('&') {
-            return Err(bad("only the socket parameter is supported"));
-        }
-        if !socket.starts_with('/') {
-            return Err(bad("the socket path must be absolute"));
-        }
-    }
-    Ok(())
 }
 
 fn stem_of(path: &Path) -> String {

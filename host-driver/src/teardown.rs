@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::launch::RunningVm;
 use crate::qemu::escape_option_value;
-use crate::qmp::Qmp;
+use crate::qemu::qmp::Qmp;
 use crate::util::process::{cmdline, pid_alive, send_signal, wait_gone};
 
 /// Program-name hint for QEMU in `/proc/<pid>/cmdline`.

@@ -18,15 +18,15 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::time::Instant;
 
-use crate::client::{ClientError, DaemonClient};
-use crate::guest_ready::ReadySignal;
-use crate::helper_protocol::{
+use crate::guest::client::{ClientError, DaemonClient};
+use crate::guest::ready::ReadySignal;
+use crate::guest::transport::VsockAddr;
+use crate::helper::{
     self, Action, DiskRequest, DiskSource, HelperRequest, TransportRequest, MESSAGE_PREFIX,
     PROTOCOL_VERSION,
 };
 use crate::launch::{create_log, failure_logs, LaunchError, LaunchTimeouts, RunningVm};
 use crate::qemu::Accel;
-use crate::transport::VsockAddr;
 use crate::util::process::{spawn_detached, spawn_detached_with_stdin, tail_lines};
 use crate::util::unix_now;
 
@@ -321,7 +321,7 @@ pub(crate) fn disk_source(path: &Path) -> DiskSource {
 /// resolved against).
 pub(crate) fn plain_absolute(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    if helper_protocol::is_plain_absolute(&abs) {
+    if helper::is_plain_absolute(&abs) {
         abs
     } else {
         std::fs::canonicalize(path).unwrap_or(abs)
@@ -346,7 +346,7 @@ fn describe_exit(status: std::io::Result<ExitStatus>) -> String {
 
 /// Once QEMU answers on QMP (its devices, the vsock CID included, are set
 /// up) and, with a `ready` signal (vhost-user), once the guest has sent it
-/// (see [`crate::guest_ready`]), polls the daemon (liveness, then an
+/// (see [`crate::guest::ready`]), polls the daemon (liveness, then an
 /// authenticated status; each connection begins with the guest's ticket
 /// proof) with a growing pause, while watching QEMU and the sidecar for an
 /// early exit.
@@ -366,7 +366,7 @@ async fn wait_ready(
     }));
     let note = |e: &ClientError| {
         if let Ok(mut last) = last_error.lock() {
-            *last = crate::client::error_chain(e);
+            *last = crate::guest::client::error_chain(e);
         }
     };
     let exited = async {
@@ -379,9 +379,9 @@ async fn wait_ready(
         }
     };
     let probing = async {
-        // Not before QEMU holds the vsock CID (see crate::qmp): until then a
+        // Not before QEMU holds the vsock CID (see crate::qemu::qmp): until then a
         // kernel vsock connection would reach whichever VM has it now.
-        crate::qmp::answered(&plan.run_dir.join(QMP_SOCKET)).await;
+        crate::qemu::qmp::answered(&plan.run_dir.join(QMP_SOCKET)).await;
         if let Some(ready) = ready {
             if let Err(e) = ready.wait().await {
                 log::warn!("waiting for the guest's ready signal: {e}; probing anyway");
@@ -508,7 +508,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run_dir = dir.path();
         let qmp_ready = Arc::new(AtomicBool::new(false));
-        crate::qmp::tests::slow_qemu(
+        crate::qemu::qmp::tests::slow_qemu(
             &run_dir.join(QMP_SOCKET),
             Duration::from_millis(300),
             qmp_ready.clone(),

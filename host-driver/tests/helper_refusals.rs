@@ -16,7 +16,7 @@ mod common;
 mod helper_support;
 
 use common::have;
-use file_restore::helper_protocol::{DiskSource, TransportRequest, EXIT_REFUSED};
+use file_restore::helper::{DiskSource, TransportRequest, EXIT_REFUSED};
 use helper_support::*;
 
 #[test]
@@ -237,7 +237,7 @@ fn kernel_vsock_is_passed_as_a_descriptor() {
 /// `/dev/vhost-vsock` is opened; the user's own CID gets past that check.
 #[test]
 fn cids_of_another_users_block_are_refused() {
-    use file_restore::helper_protocol::cids::cid_range;
+    use file_restore::helper::cids::cid_range;
     let Some(user) = test_user() else { return };
     let fx = fixture(user);
     let kernel = fx.dir.path().join("vmlinux");

@@ -34,8 +34,8 @@ use super::catalog::Catalog;
 use super::download::{self, RangeAsk};
 use super::query::{param, params};
 use super::security::{self, Access, Guard};
-use crate::client::error_chain;
 use crate::driver::{BlockRestoreDriver, DriverError};
+use crate::guest::client::error_chain;
 
 /// The body of every answer.
 pub type Body = BoxBody<Bytes, io::Error>;

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::common::have;
-use file_restore::helper_protocol::{
+use file_restore::helper::{
     Action, DiskRequest, DiskSource, HelperRequest, TransportRequest, PROTOCOL_VERSION,
 };
 use file_restore::Accel;

@@ -119,7 +119,7 @@ pub enum VsockStream {
 /// For [`VsockAddr::HybridUnix`] this performs the `CONNECT <port>\n` /
 /// `OK <hostport>\n` handshake; the returned stream carries the guest port's
 /// bytes. It sets no timeout: wrap the call in `tokio::time::timeout` (the
-/// [`crate::client::DaemonClient`] does).
+/// [`crate::guest::client::DaemonClient`] does).
 ///
 /// [`VsockAddr::Kernel`] uses `AF_VSOCK` and cannot succeed on hosts without
 /// `/dev/vhost-vsock` (such as this project's build machines).

@@ -49,13 +49,15 @@
 //! QEMU, which runs as that user, opens the image and every backing file
 //! itself, so the kernel enforces the user's rights on the whole chain. (Which
 //! backing files are acceptable at all, inside the store root, is checked by
-//! the CLI before the helper is asked: [`crate::source::check_backing_chain`].)
+//! the CLI before the helper is asked: `source::check_backing_chain`.)
+//!
+//! Folder: what `file-restore-helper` reads and checks ([`HelperRequest`],
+//! [`checks`], [`cids`], the boot-file policy) and the per-VM initramfs
+//! with its ticket ([`initrd`]). May import `qemu` and `util` only.
 
-#[path = "helper_protocol/checks.rs"]
 pub mod checks;
-#[path = "helper_protocol/cids.rs"]
 pub mod cids;
-#[path = "helper_protocol/policy.rs"]
+pub mod initrd;
 mod policy;
 pub use policy::{helper_is_setuid_root, locate_helper, BootPolicy};
 
@@ -68,7 +70,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::initrd::InitrdError;
+use crate::helper::initrd::InitrdError;
 use crate::qemu::{Accel, DiskSpec, TransportSpec, VmConfig, MAX_SERIAL_LEN};
 
 /// The helper's file name.
@@ -511,10 +513,7 @@ impl HelperRequest {
                     }
                 }
                 DiskSource::Nbd(uri) => {
-                    let is_nbd = matches!(
-                        crate::source::parse_source(uri),
-                        Ok(crate::source::Source::Nbd(_))
-                    );
+                    let is_nbd = crate::qemu::nbd::is_nbd_uri(uri);
                     if !is_nbd || uri.contains('\0') {
                         return Err(invalid(
                             field("source.nbd"),
@@ -575,5 +574,4 @@ impl HelperRequest {
 }
 
 #[cfg(test)]
-#[path = "helper_protocol/tests.rs"]
 mod tests;

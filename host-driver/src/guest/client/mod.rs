@@ -3,7 +3,7 @@
 //! One vsock connection per request: on a warm VM a new connection and round
 //! trip costs about 4 ms, which is far below anything a person notices, and it
 //! keeps the client free of connection-pool state. Each connection starts
-//! with the guest's proof that it knows the ticket (`client_conn.rs`).
+//! with the guest's proof that it knows the ticket (`conn.rs`).
 
 use std::fmt;
 use std::time::Duration;
@@ -18,11 +18,9 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HOST, RANGE};
 use hyper::{Method, Request, Response};
 
-use crate::transport::{TransportError, VsockAddr};
+use crate::guest::transport::{TransportError, VsockAddr};
 
-#[path = "client_conn.rs"]
 mod conn;
-#[path = "client_extract.rs"]
 mod extract;
 pub use extract::ExtractStream;
 
@@ -530,5 +528,4 @@ fn error_message(status: hyper::StatusCode, body: &[u8]) -> String {
 }
 
 #[cfg(test)]
-#[path = "client_tests.rs"]
 mod tests;

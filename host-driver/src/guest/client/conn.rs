@@ -22,7 +22,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 
 use super::{ClientError, MAX_ERROR_BODY};
-use crate::transport::{self, VsockAddr};
+use crate::guest::transport::{self, VsockAddr};
 
 /// Largest `hello` answer read.
 const MAX_HELLO_BODY: usize = 4 << 10;

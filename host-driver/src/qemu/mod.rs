@@ -10,6 +10,12 @@
 //! passed directly, disks as read-only virtio-blk with their name as the
 //! serial, and vsock either through the kernel (`vhost-vsock-device`) or a
 //! vhost-user sidecar (which needs guest RAM in a shared memfd).
+//!
+//! Folder: [`qmp`] (QEMU's control socket) and [`nbd`] (the shape of the
+//! nbd:// URIs QEMU is given). May import only `util`.
+
+pub mod nbd;
+pub(crate) mod qmp;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;

@@ -16,7 +16,7 @@ use hyper::Response;
 use tokio::io::{AsyncRead, ReadBuf};
 
 use super::ClientError;
-use crate::transport::VsockAddr;
+use crate::guest::transport::VsockAddr;
 
 /// A streaming extract answer: headers up front, the body chunk by chunk.
 ///
