@@ -15,25 +15,14 @@
 
 pub mod guest;
 pub mod helper;
-pub mod keeper;
-pub mod launch;
 pub mod qemu;
-pub mod teardown;
-mod vm_process;
 
-pub use guest::client::{ClientError, DaemonClient, ExtractStream};
-pub use guest::transport::{connect, TransportError, VsockAddr, VsockStream};
-pub use launch::{
-    start_vm, AccelPreference, FailureLogs, ImageSpec, LaunchError, LaunchOptions, LaunchTimeouts,
-    RunningVm, TransportPreference, KVM_UNUSABLE_FILE,
-};
-pub use qemu::Accel;
-pub use teardown::{is_alive, stop_vm, TeardownError};
 pub mod cli_io;
 pub mod driver;
 pub mod manager;
 pub mod source;
 pub mod unpack;
 pub mod util;
+pub mod vm;
 pub mod vm_map;
 pub mod web;

@@ -11,9 +11,10 @@
 //! again. Eight parallel calls on a new source still end with one VM: the
 //! others wait for the reservation (at most [`START_WAIT`]) and reuse the VM.
 
-use crate::launch::{self, AccelPreference, LaunchOptions, RunningVm, TransportPreference};
 use crate::source::{self, DiskImage, Source};
-use crate::teardown;
+use crate::vm::launch::{self, LaunchOptions};
+pub use crate::vm::launch::{AccelPreference, TransportPreference};
+use crate::vm::{teardown, RunningVm};
 use crate::vm_map::{self, LockedMap};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -302,7 +303,7 @@ impl Manager {
     /// Returns a running VM for `source_arg`, reusing the recorded one if it
     /// answers, waiting for one another invocation is starting, else
     /// starting one. The VM counts as in use for the rest of this process
-    /// ([`crate::keeper::mark_in_use`]). `notes` receives messages for the user (a dead VM
+    /// ([`crate::vm::keeper::mark_in_use`]). `notes` receives messages for the user (a dead VM
     /// removed, a VM started).
     pub async fn ensure_vm(
         &self,
@@ -324,7 +325,7 @@ impl Manager {
                 Some(MapSlot::Running(entry)) => {
                     drop(map);
                     if Self::answers(&entry).await {
-                        crate::keeper::mark_in_use(&entry.vm.run_dir);
+                        crate::vm::keeper::mark_in_use(&entry.vm.run_dir);
                         return Ok((name, entry));
                     }
                     // Replace it, unless another invocation did meanwhile.
@@ -370,7 +371,7 @@ impl Manager {
         };
         let started = self.start(&src).await;
         let entry = self.commit(&name, &reservation, started).await?;
-        crate::keeper::mark_in_use(&entry.vm.run_dir);
+        crate::vm::keeper::mark_in_use(&entry.vm.run_dir);
         notes.push(format!(
             "started VM {name} (pid {}, {})",
             entry.vm.pid, entry.vm.accel

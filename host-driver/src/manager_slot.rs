@@ -61,7 +61,7 @@ pub struct Reservation {
 
 impl Reservation {
     /// A reservation for a start by this process.
-    pub fn new() -> Result<Reservation, crate::launch::LaunchError> {
+    pub fn new() -> Result<Reservation, crate::vm::launch::LaunchError> {
         let pid = std::process::id();
         Ok(Reservation {
             pid,
@@ -135,8 +135,8 @@ mod tests {
             runtime_dir: dir.to_path_buf(),
             kernel: None,
             initramfs: None,
-            accel: crate::launch::AccelPreference::Auto,
-            transport: crate::launch::TransportPreference::Auto,
+            accel: crate::vm::launch::AccelPreference::Auto,
+            transport: crate::vm::launch::TransportPreference::Auto,
             boot_timeout: None,
         }
     }

@@ -86,7 +86,7 @@ mod tests {
     }
 
     fn entry(source: Source) -> VmEntry {
-        let vm: crate::launch::RunningVm = serde_json::from_value(serde_json::json!({
+        let vm: crate::vm::RunningVm = serde_json::from_value(serde_json::json!({
             "pid": 1, "sidecar_pid": null, "addr": {"kind": "hybrid_unix", "path": "/x", "port": 1024},
             "ticket": "t", "accel": "tcg", "run_dir": "/r", "console_log": "/r/c",
             "qmp_socket": "/r/q", "started_at": 0

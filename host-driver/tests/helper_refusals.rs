@@ -305,10 +305,10 @@ async fn start_vm_reports_helper_refusals() {
     fake_kernel[0x202..0x206].copy_from_slice(b"HdrS");
     std::fs::write(&kernel, fake_kernel).unwrap();
     let base = dir.path().join("run");
-    let mut opts = file_restore::LaunchOptions::new(
+    let mut opts = file_restore::vm::launch::LaunchOptions::new(
         &kernel,
         &initramfs,
-        vec![file_restore::ImageSpec {
+        vec![file_restore::vm::launch::ImageSpec {
             path: disk,
             format: "raw".into(),
             name: "d".into(),
@@ -316,13 +316,13 @@ async fn start_vm_reports_helper_refusals() {
         &base,
     );
     opts.cpus = 9;
-    opts.accel = file_restore::AccelPreference::Tcg;
-    opts.transport = file_restore::TransportPreference::VhostUser;
+    opts.accel = file_restore::vm::launch::AccelPreference::Tcg;
+    opts.transport = file_restore::vm::launch::TransportPreference::VhostUser;
     opts.helper_binary = Some(HELPER.into());
-    let err = file_restore::start_vm(opts).await.unwrap_err();
+    let err = file_restore::vm::launch::start_vm(opts).await.unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, file_restore::LaunchError::Helper { .. }),
+        matches!(err, file_restore::vm::launch::LaunchError::Helper { .. }),
         "{msg}"
     );
     assert!(msg.contains("cpus: 9 is outside 1..=4"), "{msg}");

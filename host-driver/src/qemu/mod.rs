@@ -160,7 +160,7 @@ impl VmConfig {
         ]);
         // Console and QMP as explicit chardevs: their paths go through QEMU's
         // option parser, where commas must be doubled.
-        // append=on: the keeper cuts the log back at its cap (crate::keeper);
+        // append=on: the keeper cuts the log back at its cap (crate::vm::keeper);
         // QEMU then writes at the new end instead of leaving a hole.
         let mut con = OsString::from("file,id=con0,path=");
         con.push(escape_option_value(self.console_log.as_os_str()));

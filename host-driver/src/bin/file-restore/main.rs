@@ -16,7 +16,7 @@ use clap::Parser;
 use cli::{Accel, Cli, Cmd, Transport};
 use file_restore::driver::{BlockRestoreDriver, QemuDriver};
 use file_restore::manager::Manager;
-use file_restore::{AccelPreference, TransportPreference};
+use file_restore::manager::{AccelPreference, TransportPreference};
 use output::{driver_error, error_line, info};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;

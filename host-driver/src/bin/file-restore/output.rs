@@ -4,9 +4,9 @@
 
 use crate::cli::OutputFormat;
 use file_restore::driver::DriverError;
+use file_restore::guest::client::ClientError;
 use file_restore::manager::VmReport;
 use file_restore::util::text::terminal_safe as safe;
-use file_restore::ClientError;
 use file_restore_wire::Entry;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};

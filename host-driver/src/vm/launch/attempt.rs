@@ -1,6 +1,6 @@
 //! One attempt at starting a VM with a fixed accelerator and transport: the
 //! vsock sidecar (vhost-user only), QEMU through `file-restore-helper`, and
-//! the wait for the daemon. [`crate::launch`] decides what to try and in
+//! the wait for the daemon. [`super`] (the launch) decides what to try and in
 //! which order.
 //!
 //! QEMU is never spawned directly: the helper gets one
@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::time::Instant;
 
+use super::{failure_logs, LaunchError, LaunchTimeouts};
 use crate::guest::client::{ClientError, DaemonClient};
 use crate::guest::ready::ReadySignal;
 use crate::guest::transport::VsockAddr;
@@ -25,23 +26,14 @@ use crate::helper::{
     self, Action, DiskRequest, DiskSource, HelperRequest, TransportRequest, MESSAGE_PREFIX,
     PROTOCOL_VERSION,
 };
-use crate::launch::{create_log, failure_logs, LaunchError, LaunchTimeouts, RunningVm};
 use crate::qemu::Accel;
 use crate::util::process::{spawn_detached, spawn_detached_with_stdin, tail_lines};
 use crate::util::unix_now;
+use crate::vm::run_dir::{
+    create_log, CONSOLE_LOG, HYBRID_SOCKET, QEMU_STDERR, QMP_SOCKET, SIDECAR_LOG, VHOST_USER_SOCKET,
+};
+use crate::vm::RunningVm;
 
-/// Console log file in the run directory.
-pub const CONSOLE_LOG: &str = "console.log";
-/// QEMU stdout + stderr in the run directory.
-pub const QEMU_STDERR: &str = "qemu.stderr";
-/// Sidecar log in the run directory.
-pub const SIDECAR_LOG: &str = "vhost-device-vsock.log";
-/// QMP socket in the run directory.
-pub const QMP_SOCKET: &str = "qmp.sock";
-/// vhost-user control socket (sidecar ↔ QEMU) in the run directory.
-pub const VHOST_USER_SOCKET: &str = "vhu.sock";
-/// Host-side hybrid vsock socket in the run directory.
-pub const HYBRID_SOCKET: &str = "vm.vsock";
 /// Guest CID given to the per-VM sidecar (any value > 2 works: it is private).
 const SIDECAR_GUEST_CID: u32 = 3;
 /// First and largest pause between readiness probes. A failed probe costs

@@ -1,13 +1,13 @@
-//! Errors of [`crate::launch::start_vm`], with the log tails that explain them.
+//! Errors of [`crate::vm::launch::start_vm`], with the log tails that explain them.
 
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::{VHOST_USER_BINARY, VHOST_USER_INSTALL_HINT};
 use crate::guest::client::ClientError;
 use crate::helper::initrd::InitrdError;
-use crate::launch::{VHOST_USER_BINARY, VHOST_USER_INSTALL_HINT};
 use crate::qemu::Accel;
 
 /// Tails of the logs of a VM that failed to start.

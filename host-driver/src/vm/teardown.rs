@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::launch::RunningVm;
 use crate::qemu::escape_option_value;
 use crate::qemu::qmp::Qmp;
 use crate::util::process::{cmdline, pid_alive, send_signal, wait_gone};
+use crate::vm::RunningVm;
 
 /// Program-name hint for QEMU in `/proc/<pid>/cmdline`.
 const QEMU_HINT: &str = "qemu";

@@ -1,7 +1,11 @@
 //! Unit tests of the launch module (no VM is started here).
 
+use super::choose::open_rw;
 use super::*;
+use crate::guest::transport::VsockAddr;
+use crate::helper::DiskSource;
 use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
 
 #[test]
 fn run_dir_is_private_and_fresh() {

@@ -6,7 +6,7 @@
 //! serial console without end. So the keeper, once a second:
 //!
 //! - ends when QEMU has ended;
-//! - stops the VM ([`crate::teardown::stop_vm`]: API stop, QMP quit, SIGKILL,
+//! - stops the VM ([`crate::vm::teardown::stop_vm`]: API stop, QMP quit, SIGKILL,
 //!   sidecar, run directory) once no invocation has used it for
 //!   [`KeeperOptions::idle_limit`]. "Used" is host-side state only, never an
 //!   answer of the guest: every invocation that uses the VM holds a shared
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
-use crate::launch::RunningVm;
+use crate::vm::RunningVm;
 
 /// Name of the keeper binary (installed next to the helper).
 pub const KEEPER_NAME: &str = "file-restore-keeper";
@@ -168,7 +168,7 @@ pub async fn keep(vm: &RunningVm, opts: &KeeperOptions) {
     let started = SystemTime::now();
     let mut capped = false;
     loop {
-        if !crate::teardown::is_alive(vm) {
+        if !crate::vm::teardown::is_alive(vm) {
             return;
         }
         match cap_console(&vm.console_log, opts.console_cap) {
@@ -191,7 +191,7 @@ pub async fn keep(vm: &RunningVm, opts: &KeeperOptions) {
                 idle.as_secs(),
                 opts.idle_limit.as_secs()
             );
-            if let Err(e) = crate::teardown::stop_vm(vm, Duration::from_secs(4)).await {
+            if let Err(e) = crate::vm::teardown::stop_vm(vm, Duration::from_secs(4)).await {
                 log::warn!("stopping the VM in {}: {e}", vm.run_dir.display());
             }
             return;
@@ -245,7 +245,7 @@ pub(crate) async fn spawn(vm: &RunningVm, opts: &KeeperOptions) {
         "--console-cap".into(),
         opts.console_cap.to_string().into(),
     ];
-    let spawned = crate::launch::create_log(&vm.run_dir.join(KEEPER_LOG)).and_then(|log| {
+    let spawned = crate::vm::run_dir::create_log(&vm.run_dir.join(KEEPER_LOG)).and_then(|log| {
         crate::util::process::spawn_detached_with_stdin(
             &program,
             &args,
