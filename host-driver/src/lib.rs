@@ -17,12 +17,11 @@ pub mod guest;
 pub mod helper;
 pub mod qemu;
 
-pub mod cli_io;
 pub mod driver;
 pub mod manager;
+pub mod sink;
 pub mod source;
 pub mod unpack;
 pub mod util;
 pub mod vm;
-pub mod vm_map;
 pub mod web;

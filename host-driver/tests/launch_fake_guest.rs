@@ -173,8 +173,8 @@ async fn guest_with_a_wrong_proof_is_refused() {
 /// in the map) finish at once instead of waiting for the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_stop_all_do_not_wait_behind_a_stalled_guest() {
+    use file_restore::manager::vm_map::LockedMap;
     use file_restore::manager::Manager;
-    use file_restore::vm_map::LockedMap;
     use serde_json::Value;
     let Some(kernel) = prerequisites() else {
         return;

@@ -600,7 +600,7 @@ fn default_unpack_drops_set_id_bits_and_special_files_and_applies_the_umask() {
     let t = tmp.path().join("default");
     let opts = UnpackOptions {
         umask: Some(0o027),
-        ..crate::cli_io::extract_unpack_options(false, false)
+        ..crate::sink::extract_unpack_options(false, false)
     };
     let stats = unpack(&bytes, &t, &opts).unwrap();
     assert_eq!(mode_of(&t.join("d")), 0o750);
@@ -615,7 +615,7 @@ fn default_unpack_drops_set_id_bits_and_special_files_and_applies_the_umask() {
     );
     let me = unsafe { libc::geteuid() };
     assert_eq!(fs::metadata(t.join("d/suid")).unwrap().uid(), me);
-    let summary = crate::cli_io::unpack_summary(&stats, false);
+    let summary = crate::sink::unpack_summary(&stats, false);
     assert!(
         summary.contains("2 special files (devices, FIFOs) skipped (--same-owner creates them)"),
         "{summary}"
@@ -625,7 +625,7 @@ fn default_unpack_drops_set_id_bits_and_special_files_and_applies_the_umask() {
     let t = tmp.path().join("same");
     let opts = UnpackOptions {
         umask: Some(0o027),
-        ..crate::cli_io::extract_unpack_options(false, true)
+        ..crate::sink::extract_unpack_options(false, true)
     };
     let stats = unpack(&bytes, &t, &opts).unwrap();
     assert_eq!(mode_of(&t.join("d")), 0o2775);

@@ -126,8 +126,8 @@ mod tests {
         assert!(e.to_string().contains("invalid type"), "{e}");
     }
 
+    use crate::manager::vm_map::LockedMap;
     use crate::manager::{Manager, ManagerError};
-    use crate::vm_map::LockedMap;
     use std::time::Duration;
 
     fn manager(dir: &std::path::Path) -> Manager {

@@ -10,12 +10,18 @@
 //!   file); the format is always passed on to QEMU, never guessed again.
 //!   Backing chains are checked ([`check_backing_chain`]) against the store
 //!   root ([`store_root_for`]).
+//!
+//! Folder: parsing SOURCE, finding and identifying its images, deciding
+//! their formats ([`format`], reading headers with [`header`]), checking
+//! the files they name (`refs.rs`) and their backing chains (`chain.rs`),
+//! through `qemu-img` (`qemu_img.rs`). May import `qemu` and `util` only.
 
 mod chain;
 mod escape;
 pub mod format;
 pub mod header;
 mod qemu_img;
+mod refs;
 mod sanity;
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,9 @@
 //! `stop SOURCE` and the source columns of `status`: which VMs serve a
 //! SOURCE, and how a SOURCE is shown.
 
+use super::vm_map::LockedMap;
 use super::{ManagerError, MapSlot};
 use crate::source::{self, Source};
-use crate::vm_map::LockedMap;
 use std::path::Path;
 
 /// The names of the VMs serving `arg` read as a SOURCE; an error naming it

@@ -59,7 +59,7 @@ fn eight_processes_increment_under_the_lock() {
     let children: Vec<_> = (0..8)
         .map(|_| {
             Command::new(&exe)
-                .args(["vm_map::tests::child_increment", "--exact", "-q"])
+                .args(["manager::vm_map::tests::child_increment", "--exact", "-q"])
                 .env(CHILD_ENV, dir.path())
                 .stdout(std::process::Stdio::null())
                 .spawn()

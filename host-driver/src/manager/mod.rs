@@ -10,22 +10,27 @@
 //! lock ([`MapSlot::Starting`]), boots without it and is recorded under it
 //! again. Eight parallel calls on a new source still end with one VM: the
 //! others wait for the reservation (at most [`START_WAIT`]) and reuse the VM.
+//!
+//! Folder: the manager ([`Manager`]), a map entry's states ([`MapSlot`],
+//! in `slot.rs`), finding a source's VM in the map (`by_source.rs`) and
+//! the locked JSON map file itself ([`vm_map`]). May import `vm` (the only
+//! place that imports `vm::launch`), `source`, `guest`, `helper` and `util`.
 
 use crate::source::{self, DiskImage, Source};
 use crate::vm::launch::{self, LaunchOptions};
 pub use crate::vm::launch::{AccelPreference, TransportPreference};
 use crate::vm::{teardown, RunningVm};
-use crate::vm_map::{self, LockedMap};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+use vm_map::LockedMap;
 
-#[path = "manager_slot.rs"]
+pub mod vm_map;
+
 mod slot;
 pub use slot::{MapSlot, Reservation};
 
-#[path = "manager_source.rs"]
 mod by_source;
 use by_source::{names_for_source, source_label, source_text};
 
