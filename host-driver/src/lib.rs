@@ -17,6 +17,7 @@ pub mod guest;
 pub mod helper;
 pub mod qemu;
 
+pub mod cli;
 pub mod driver;
 pub mod manager;
 pub mod sink;

@@ -1,10 +1,10 @@
 //! `extract`: a file to TARGET or stdout, a directory unpacked into TARGET,
 //! or an archive of either.
 
-use crate::cli::ArchiveFormat;
 use crate::output::{driver_error, info};
 use anyhow::bail;
 use anyhow::Context;
+use file_restore::cli::ArchiveFormat;
 use file_restore::driver::BlockRestoreDriver;
 use file_restore_wire::{Entry, EntryType, ExtractFormat};
 use std::io::IsTerminal;

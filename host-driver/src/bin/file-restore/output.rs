@@ -2,7 +2,7 @@
 //! stdout), informational lines and errors (stderr). Everything the guest
 //! reported is made terminal-safe in text output.
 
-use crate::cli::OutputFormat;
+use file_restore::cli::OutputFormat;
 use file_restore::driver::DriverError;
 use file_restore::guest::client::ClientError;
 use file_restore::manager::VmReport;

@@ -2,7 +2,7 @@
 //! escaped in text output.
 
 use super::*;
-use cli::OutputFormat;
+use file_restore::cli::OutputFormat;
 use file_restore::guest::client::ClientError;
 use file_restore::manager::VmReport;
 use file_restore_wire::{Entry, EntryType};

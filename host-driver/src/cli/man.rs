@@ -2,7 +2,7 @@
 //! clap definition in [`crate::cli`]: `file-restore.1` and one page per
 //! subcommand. Used by the `file-restore-man` binary (`make build`).
 
-use crate::cli;
+use super as cli;
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,11 @@
 //! The command line of `file-restore`: one clap definition that the parser,
-//! the shell completions and the man pages are all generated from (the man
-//! pages by `file-restore-man`, which includes this file too).
+//! the shell completions ([`completions`]) and the man pages ([`man`], run
+//! by `file-restore-man`) are all generated from. In the library so both
+//! binaries share it. A front end beside `web`: imports nothing from the
+//! crate (the binaries map it onto `driver` and `manager`).
+
+pub mod completions;
+pub mod man;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;

@@ -1,7 +1,7 @@
 //! `file-restore completions`: shell completion scripts generated from the
 //! clap definition in [`crate::cli`], so they never drift from the options.
 
-use crate::cli::{self, CompletionShell};
+use super::{self as cli, CompletionShell};
 use std::io::Write;
 
 /// Writes the completion script for `shell`.
