@@ -14,8 +14,14 @@ use std::sync::{Arc, Mutex};
 
 use file_restore_wire::{Entry, ExtractFormat, UnlockAnswer};
 
-use crate::guest::client::{ClientError, DaemonClient, ExtractStream};
-use crate::manager::{Manager, ManagerError, VmReport};
+use crate::guest::client::DaemonClient;
+use crate::manager::{Manager, ManagerError};
+
+/// The types of this interface that come from below it, so a frontend
+/// needs no other module: the daemon's errors, an extract stream, a VM's
+/// status row.
+pub use crate::guest::client::{ClientError, ExtractStream};
+pub use crate::manager::VmReport;
 
 /// An error of a driver call.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,5 @@
-//! Text from the untrusted guest made safe to print on a terminal.
+//! Text for people: what the untrusted guest sends made safe to print on a
+//! terminal, and an error with its causes on one line.
 
 use std::borrow::Cow;
 
@@ -24,6 +25,21 @@ pub fn terminal_safe(s: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// An error and its causes on one line, each once: "a: b: c".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.ends_with(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use file_restore_wire::ExtractFormat;
 use tokio::sync::mpsc;
 
 use super::download::StreamBody;
+use crate::driver::ExtractStream;
 use crate::driver::{BlockRestoreDriver, DriverError};
-use crate::guest::client::ExtractStream;
 
 const BLOCK: usize = 512;
 

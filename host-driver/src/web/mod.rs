@@ -7,6 +7,12 @@
 //! images and snapshots found under the `--root` directories are reachable
 //! ([`catalog`]); every VM call goes through a [`BlockRestoreDriver`]. The
 //! page's HTML, JS and CSS are embedded in the binary ([`assets`]).
+//!
+//! Folder: the server, routes, catalog, downloads and archives, the
+//! security guard. Every VM call goes through `driver` and nothing else;
+//! below it web imports only `source` (the catalog classifies SOURCE
+//! arguments and finds images), `helper::initrd::new_ticket` (random
+//! session tokens) and `util`.
 
 mod archive;
 mod assets;

@@ -35,7 +35,7 @@ use super::download::{self, RangeAsk};
 use super::query::{param, params};
 use super::security::{self, Access, Guard};
 use crate::driver::{BlockRestoreDriver, DriverError};
-use crate::guest::client::error_chain;
+use crate::util::text::error_chain;
 
 /// The body of every answer.
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -334,7 +334,7 @@ fn selection_paths<D>(state: &State<D>, q: Option<&str>) -> Result<Selection, Fa
 /// The VMs that serve one of this catalog's sources.
 async fn visible_vms<D: BlockRestoreDriver>(
     state: &State<D>,
-) -> Result<Vec<crate::manager::VmReport>, DriverError> {
+) -> Result<Vec<crate::driver::VmReport>, DriverError> {
     let vms = state.driver.status().await?;
     Ok(vms
         .into_iter()

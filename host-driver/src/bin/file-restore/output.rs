@@ -3,9 +3,9 @@
 //! reported is made terminal-safe in text output.
 
 use file_restore::cli::OutputFormat;
+use file_restore::driver::ClientError;
 use file_restore::driver::DriverError;
-use file_restore::guest::client::ClientError;
-use file_restore::manager::VmReport;
+use file_restore::driver::VmReport;
 use file_restore::util::text::terminal_safe as safe;
 use file_restore_wire::Entry;
 use std::io::Write;

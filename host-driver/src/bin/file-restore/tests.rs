@@ -3,8 +3,8 @@
 
 use super::*;
 use file_restore::cli::OutputFormat;
-use file_restore::guest::client::ClientError;
-use file_restore::manager::VmReport;
+use file_restore::driver::ClientError;
+use file_restore::driver::VmReport;
 use file_restore_wire::{Entry, EntryType};
 use output::{daemon_error, write_list, write_status};
 use std::path::PathBuf;

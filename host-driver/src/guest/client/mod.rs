@@ -32,21 +32,6 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 /// reported with the status alone (a stalled guest must not hang the CLI).
 const ERROR_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An error and its causes on one line, each once: "a: b: c".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !out.ends_with(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = c.source();
-    }
-    out
-}
-
 /// An error talking to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -358,7 +358,7 @@ async fn wait_ready(
     }));
     let note = |e: &ClientError| {
         if let Ok(mut last) = last_error.lock() {
-            *last = crate::guest::client::error_chain(e);
+            *last = crate::util::text::error_chain(e);
         }
     };
     let exited = async {
