@@ -7,6 +7,9 @@
 //! browser tabs) on one SOURCE share one VM without asking the VM map each
 //! time; a VM that stopped answering (idle power-off, `stop` elsewhere) is
 //! dropped from that cache and the call is retried once through the manager.
+//!
+//! The layer between the frontends (`web`, the binaries) and the VMs: may
+//! import `manager` and `guest` (and re-exports the types of its interface).
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -1,5 +1,8 @@
 //! Where extracted bytes go on the host: stdout, a file written atomically,
 //! or a directory unpacked safely. Shows progress on a terminal.
+//!
+//! Beside the layers, used by the CLI: may import `guest` (the extract
+//! stream), `unpack` and `util` only.
 
 use crate::guest::client::{ClientError, ExtractStream};
 use crate::unpack::{self, UnpackOptions, UnpackStats};

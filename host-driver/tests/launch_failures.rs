@@ -277,7 +277,7 @@ async fn silent_guest_gets_one_fresh_retry_within_the_budget() {
 /// A guest that listens on the API port but never sends the ready signal
 /// (here: it signals a wrong port) is never connected to: the host waits for
 /// the signal first (vhost-device-vsock must not see a host connection before
-/// the guest's queues are ready, src/guest_ready.rs), then times out naming
+/// the guest's queues are ready, src/guest/ready.rs), then times out naming
 /// the missing signal.
 #[tokio::test]
 async fn guest_without_ready_signal_is_never_probed() {

@@ -4,6 +4,10 @@
 //! binaries share it. A front end beside `web`: imports nothing from the
 //! crate (the binaries map it onto `driver` and `manager`).
 
+// The doc comments below are clap's help text (`luks/<name>` and the like
+// are meant literally), not HTML.
+#![allow(rustdoc::invalid_html_tags)]
+
 pub mod completions;
 pub mod man;
 

@@ -13,7 +13,7 @@
 //!   (the Firecracker "hybrid vsock" convention).
 //!
 //! Neither says who is at the other end: the client trusts a stream only
-//! after the guest proved it knows the VM's ticket (`client_conn.rs`).
+//! after the guest proved it knows the VM's ticket (`client/conn.rs`).
 
 use std::fmt;
 use std::io;

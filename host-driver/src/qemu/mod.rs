@@ -11,7 +11,7 @@
 //! serial, and vsock either through the kernel (`vhost-vsock-device`) or a
 //! vhost-user sidecar (which needs guest RAM in a shared memfd).
 //!
-//! Folder: [`qmp`] (QEMU's control socket) and [`nbd`] (the shape of the
+//! Folder: `qmp` (QEMU's control socket) and [`nbd`] (the shape of the
 //! nbd:// URIs QEMU is given). May import only `util`.
 
 pub mod nbd;

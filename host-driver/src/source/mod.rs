@@ -4,7 +4,7 @@
 //! - [`parse_source`] classifies the argument.
 //! - [`find_image_files`] lists the image files cheaply (stat only), enough
 //!   for [`vm_name_from_identities`], the VM map key.
-//! - [`resolve_images`] adds each image's format, decided by [`format`]
+//! - [`resolve_images`] adds each image's format, decided by [`format`](mod@format)
 //!   from the file extension (content is probed only for files without a
 //!   format-naming extension, and a probed image may reference no other
 //!   file); the format is always passed on to QEMU, never guessed again.
@@ -12,7 +12,7 @@
 //!   root ([`store_root_for`]).
 //!
 //! Folder: parsing SOURCE, finding and identifying its images, deciding
-//! their formats ([`format`], reading headers with [`header`]), checking
+//! their formats ([`format`](mod@format), reading headers with [`header`]), checking
 //! the files they name (`refs.rs`) and their backing chains (`chain.rs`),
 //! through `qemu-img` (`qemu_img.rs`). May import `qemu` and `util` only.
 
@@ -279,7 +279,7 @@ pub struct DiskImage {
     pub name: String,
     /// Canonical path of the image (or the NBD URI).
     pub path: PathBuf,
-    /// The format (see [`format`]); always passed to QEMU as `format=`.
+    /// The format (see [`format`](mod@format)); always passed to QEMU as `format=`.
     pub format: String,
     /// Guest-visible size in bytes (0 when unknown, as for NBD).
     pub virtual_size: u64,

@@ -23,9 +23,13 @@
 //!   bits and special files are restored, and the umask is not applied;
 //! - TARGET itself is opened without following a symlink, and no mode
 //!   change ever follows one;
-//! - extension headers are capped ([`guard::MAX_EXTENSION`]) and GNU sparse
+//! - extension headers are capped (`guard::MAX_EXTENSION`) and GNU sparse
 //!   entries refused before the `tar` crate reads them; runs of zero blocks
 //!   in files become holes.
+//!
+//! Folder: the entry point and options here, the per-entry work
+//! (`unpacker.rs`), descriptor-relative file system calls (`fsops.rs`) and
+//! the header guard (`guard.rs`). May import `util` only.
 
 mod fsops;
 mod guard;
@@ -133,7 +137,7 @@ pub enum UnpackError {
         /// Where it ended.
         detail: String,
     },
-    /// The stream holds an extension header over [`guard::MAX_EXTENSION`].
+    /// The stream holds an extension header over `guard::MAX_EXTENSION`.
     #[error("refused the tar archive: {detail}; the rest of the stream was not read")]
     TooLarge {
         /// Which header and its size.

@@ -4,6 +4,10 @@
 //! trip costs about 4 ms, which is far below anything a person notices, and it
 //! keeps the client free of connection-pool state. Each connection starts
 //! with the guest's proof that it knows the ticket (`conn.rs`).
+//!
+//! Folder: the client and its errors here, the connection with the proof
+//! handshake (`conn.rs`), extract streams (`extract.rs`). May import
+//! `guest::transport` and `util` only.
 
 use std::fmt;
 use std::time::Duration;
@@ -470,7 +474,7 @@ impl<'de> serde::Deserialize<'de> for Listing {
     }
 }
 
-/// Parses a listing body (see [`Listing`]).
+/// Parses a listing body (see `Listing`).
 pub fn parse_listing(body: &[u8]) -> Result<Vec<Entry>, ClientError> {
     serde_json::from_slice::<Listing>(body)
         .map(|l| l.0)

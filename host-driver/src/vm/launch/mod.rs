@@ -8,6 +8,12 @@
 //! stderr; nothing is left running and the VM's run directory is removed (its
 //! logs are kept as `last-failed-console.log`, `last-failed-qemu.stderr` and
 //! `last-failed-vsock-sidecar.log` in the base directory; the error names them).
+//!
+//! Folder: [`start_vm`] and the retry loop here; the options
+//! (`options.rs`), accelerator and transport choice (`choose.rs`), input
+//! checks (`checks.rs`), one attempt (`attempt.rs`: sidecar, helper,
+//! readiness wait) and the errors (`error.rs`). May import the rest of
+//! `vm`, `guest`, `helper`, `qemu` and `util`; only `manager` imports it.
 
 use std::fs::DirBuilder;
 use std::io;

@@ -99,9 +99,9 @@ pub struct LaunchOptions {
     /// Time limits.
     pub timeouts: LaunchTimeouts,
     /// QEMU binary (looked up on `$PATH` without a `/`). A setuid helper
-    /// accepts only [`helper::QEMU_PATHS`].
+    /// accepts only [`crate::helper::QEMU_PATHS`].
     pub qemu_binary: PathBuf,
-    /// `file-restore-helper`; `None`: [`helper::locate_helper`].
+    /// `file-restore-helper`; `None`: [`crate::helper::locate_helper`].
     pub helper_binary: Option<PathBuf>,
     /// vhost-user vsock sidecar binary (without a `/`: looked up on `$PATH`,
     /// then in the install directories).
