@@ -21,7 +21,7 @@ use crate::vm::launch::{self, LaunchOptions};
 pub use crate::vm::launch::{AccelPreference, TransportPreference};
 use crate::vm::{teardown, RunningVm};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 use vm_map::LockedMap;
@@ -32,6 +32,9 @@ mod slot;
 pub use slot::{MapSlot, Reservation};
 
 mod by_source;
+
+mod boot_files;
+pub use boot_files::{locate_boot_files, BootFiles};
 use by_source::{names_for_source, source_label, source_text};
 
 /// How long to wait for the VM map lock. Holders only read and write the
@@ -133,96 +136,6 @@ async fn blocking<T: Send + 'static>(
         Ok(r) => r,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(ManagerError::Interrupted(e.to_string())),
-    }
-}
-
-/// Kernel and base initramfs of the restore VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BootFiles {
-    /// `vmlinux` (PVH) or a bzImage.
-    pub kernel: PathBuf,
-    /// The base initramfs.
-    pub initramfs: PathBuf,
-}
-
-/// Finds the boot files: explicit paths, then `FILE_RESTORE_KERNEL` /
-/// `FILE_RESTORE_INITRAMFS`, then the install directories
-/// ([`crate::util::install::install_dirs`]), then the build output of the
-/// repository the running binary was built in.
-pub fn locate_boot_files(
-    kernel: Option<PathBuf>,
-    initramfs: Option<PathBuf>,
-) -> Result<BootFiles, ManagerError> {
-    let env = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    let mut candidates: Vec<PathBuf> = crate::util::install::install_dirs();
-    if let Ok(exe) = std::env::current_exe() {
-        // target/{release,debug}/file-restore -> <repo>/build
-        if let Some(repo) = exe.parent().and_then(Path::parent).and_then(Path::parent) {
-            candidates.push(repo.join("build"));
-        }
-    }
-    // The source tree this binary was compiled from, for a target directory
-    // outside it (CARGO_TARGET_DIR).
-    if let Some(repo) = Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
-        let build = repo.join("build");
-        if !candidates.contains(&build) {
-            candidates.push(build);
-        }
-    }
-    let from_dirs = |which: &str| -> Option<PathBuf> {
-        let names: &[&str] = if which == "kernel" {
-            &[
-                file_restore_initramfs::VMLINUX_FILE,
-                file_restore_initramfs::VMLINUZ_FILE,
-            ]
-        } else {
-            &[file_restore_initramfs::INITRAMFS_FILE]
-        };
-        candidates
-            .iter()
-            .flat_map(|d| names.iter().map(move |n| d.join(n)))
-            .find(|p| p.is_file())
-    };
-    let kernel = kernel
-        .or_else(|| env("FILE_RESTORE_KERNEL"))
-        .or_else(|| from_dirs("kernel"));
-    let initramfs = initramfs
-        .or_else(|| env("FILE_RESTORE_INITRAMFS"))
-        .or_else(|| from_dirs("initramfs"));
-    let looked = candidates
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let hint = format!(
-        "looked in --kernel/--initramfs, FILE_RESTORE_KERNEL/FILE_RESTORE_INITRAMFS and {looked}; \
-         build them with `make build` (or install with `make install`)"
-    );
-    match (kernel, initramfs) {
-        (Some(k), Some(i)) => {
-            for p in [&k, &i] {
-                if !p.is_file() {
-                    return Err(ManagerError::BootFiles(format!(
-                        "{} does not exist; {hint}",
-                        p.display()
-                    )));
-                }
-            }
-            Ok(BootFiles {
-                kernel: k,
-                initramfs: i,
-            })
-        }
-        (None, _) => Err(ManagerError::BootFiles(format!(
-            "no restore VM kernel found; {hint}"
-        ))),
-        (_, None) => Err(ManagerError::BootFiles(format!(
-            "no restore VM initramfs found; {hint}"
-        ))),
     }
 }
 
