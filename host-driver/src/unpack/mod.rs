@@ -28,11 +28,12 @@
 //!   in files become holes.
 //!
 //! Folder: the entry point and options here, the per-entry work
-//! (`unpacker.rs`), descriptor-relative file system calls (`fsops.rs`) and
-//! the header guard (`guard.rs`). May import `util` only.
+//! (`unpacker.rs`), descriptor-relative file system calls (`fsops.rs`),
+//! data with holes (`holes.rs`) and the header guard (`guard.rs`). May import `util` only.
 
 mod fsops;
 mod guard;
+mod holes;
 #[cfg(test)]
 mod tests;
 mod unpacker;
