@@ -7,6 +7,9 @@
 //! browser tabs) on one SOURCE share one VM without asking the VM map each
 //! time; a VM that stopped answering (idle power-off, `stop` elsewhere) is
 //! dropped from that cache and the call is retried once through the manager.
+//!
+//! The layer between the frontends (`web`, the binaries) and the VMs: may
+//! import `manager` and `guest` (and re-exports the types of its interface).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -14,8 +17,14 @@ use std::sync::{Arc, Mutex};
 
 use file_restore_wire::{Entry, ExtractFormat, UnlockAnswer};
 
-use crate::client::{ClientError, DaemonClient, ExtractStream};
-use crate::manager::{Manager, ManagerError, VmReport};
+use crate::guest::client::DaemonClient;
+use crate::manager::{Manager, ManagerError};
+
+/// The types of this interface that come from below it, so a frontend
+/// needs no other module: the daemon's errors, an extract stream, a VM's
+/// status row.
+pub use crate::guest::client::{ClientError, ExtractStream};
+pub use crate::manager::VmReport;
 
 /// An error of a driver call.
 #[derive(Debug, thiserror::Error)]

@@ -1,45 +1,41 @@
-//! Host side of file-restore: starting, reaching and stopping restore VMs.
+//! Host side of file-restore: starting, reaching and stopping restore VMs,
+//! and the CLI and web UI on top of them.
 //!
-//! - [`launch`]: start a VM (transport and accelerator choice, per-VM
-//!   initramfs with the ticket, sidecar, QEMU, readiness wait).
-//! - [`qemu`]: the QEMU command line as plain data.
-//! - [`transport`]: vsock streams (kernel `AF_VSOCK` or a hybrid Unix socket).
-//! - [`client`]: the daemon's HTTP API.
-//! - [`teardown`]: stopping a VM, liveness of a recorded VM.
-//! - [`initrd`]: the ticket and the per-VM initramfs memfd.
+//! The folders are layers; a module imports only from the layers below it:
+//!
+//! ```text
+//! bin → web, cli → driver → manager → vm, source → guest, helper, qemu → util
+//! sink → guest, unpack, util
+//! ```
+//!
+//! - [`util`]: process spawning, install dirs, terminal-safe text, the clock, progress.
+//! - [`qemu`]: the QEMU command line as plain data, QMP, nbd:// URI shape.
+//! - [`helper`]: the request to `file-restore-helper` (the only part that
+//!   may be installed setuid root), its checks, CIDs, boot policy, the
+//!   per-VM initramfs with the ticket.
+//! - [`guest`]: vsock transport, the ready signal, the daemon's HTTP API client.
+//! - [`vm`]: a started VM, its run directory, starting ([`vm::launch`],
+//!   used only by the manager), stopping, the keeper.
+//! - [`source`]: what SOURCE is, its images, their formats and backing chains.
+//! - [`manager`]: starting, reusing and stopping VMs through the locked VM map.
 //! - [`driver`]: the one interface (status, stop, list, extract) every
 //!   frontend uses, with the QEMU VMs behind it.
+//! - [`unpack`]: safe unpacking of a tar stream into a directory.
+//! - [`sink`]: where extracted bytes go on the host (stdout, a file, a directory).
 //! - [`web`]: `file-restore serve`, the local web UI.
-//! - [`helper_protocol`]: the request to `file-restore-helper`, which
-//!   starts QEMU (the only part that may be installed setuid root).
+//! - [`cli`]: the command line of `file-restore` (clap), its man pages and completions.
 
-pub mod client;
-mod guest_ready;
-pub mod helper_protocol;
-pub mod initrd;
-pub mod keeper;
-pub mod launch;
-pub mod process;
-pub mod qemu;
-mod qmp;
-pub mod teardown;
-pub mod transport;
-mod vm_process;
+#![warn(missing_docs)]
 
-pub use client::{ClientError, DaemonClient, ExtractStream};
-pub use launch::{
-    start_vm, AccelPreference, FailureLogs, ImageSpec, LaunchError, LaunchOptions, LaunchTimeouts,
-    RunningVm, TransportPreference, KVM_UNUSABLE_FILE,
-};
-pub use qemu::Accel;
-pub use teardown::{is_alive, stop_vm, TeardownError};
-pub use transport::{connect, TransportError, VsockAddr, VsockStream};
-pub mod cli_io;
+pub mod cli;
 pub mod driver;
-pub mod install;
+pub mod guest;
+pub mod helper;
 pub mod manager;
-pub mod progress;
+pub mod qemu;
+pub mod sink;
 pub mod source;
 pub mod unpack;
-pub mod vm_map;
+pub mod util;
+pub mod vm;
 pub mod web;

@@ -16,7 +16,7 @@ mod common;
 mod helper_support;
 
 use common::have;
-use file_restore::helper_protocol::{DiskSource, TransportRequest, EXIT_REFUSED};
+use file_restore::helper::{DiskSource, TransportRequest, EXIT_REFUSED};
 use helper_support::*;
 
 #[test]
@@ -237,7 +237,7 @@ fn kernel_vsock_is_passed_as_a_descriptor() {
 /// `/dev/vhost-vsock` is opened; the user's own CID gets past that check.
 #[test]
 fn cids_of_another_users_block_are_refused() {
-    use file_restore::helper_protocol::cids::cid_range;
+    use file_restore::helper::cids::cid_range;
     let Some(user) = test_user() else { return };
     let fx = fixture(user);
     let kernel = fx.dir.path().join("vmlinux");
@@ -305,10 +305,10 @@ async fn start_vm_reports_helper_refusals() {
     fake_kernel[0x202..0x206].copy_from_slice(b"HdrS");
     std::fs::write(&kernel, fake_kernel).unwrap();
     let base = dir.path().join("run");
-    let mut opts = file_restore::LaunchOptions::new(
+    let mut opts = file_restore::vm::launch::LaunchOptions::new(
         &kernel,
         &initramfs,
-        vec![file_restore::ImageSpec {
+        vec![file_restore::vm::launch::ImageSpec {
             path: disk,
             format: "raw".into(),
             name: "d".into(),
@@ -316,13 +316,13 @@ async fn start_vm_reports_helper_refusals() {
         &base,
     );
     opts.cpus = 9;
-    opts.accel = file_restore::AccelPreference::Tcg;
-    opts.transport = file_restore::TransportPreference::VhostUser;
+    opts.accel = file_restore::vm::launch::AccelPreference::Tcg;
+    opts.transport = file_restore::vm::launch::TransportPreference::VhostUser;
     opts.helper_binary = Some(HELPER.into());
-    let err = file_restore::start_vm(opts).await.unwrap_err();
+    let err = file_restore::vm::launch::start_vm(opts).await.unwrap_err();
     let msg = err.to_string();
     assert!(
-        matches!(err, file_restore::LaunchError::Helper { .. }),
+        matches!(err, file_restore::vm::launch::LaunchError::Helper { .. }),
         "{msg}"
     );
     assert!(msg.contains("cpus: 9 is outside 1..=4"), "{msg}");

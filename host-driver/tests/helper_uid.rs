@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 mod common;
 mod helper_support;
 
-use file_restore::{DaemonClient, VsockAddr};
+use file_restore::guest::client::DaemonClient;
+use file_restore::guest::transport::VsockAddr;
 use helper_support::*;
 
 /// Plain helper as the user: QEMU runs with the user's ids, boots, and

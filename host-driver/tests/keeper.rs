@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{fake_guest_source, guest_kernel, have, initramfs_with_init, processes_mentioning};
-use file_restore::keeper::{self, KeeperOptions, CAP_MARKER};
-use file_restore::{
-    is_alive, start_vm, stop_vm, AccelPreference, ImageSpec, LaunchOptions, RunningVm,
-};
+use file_restore::vm::keeper::{self, KeeperOptions, CAP_MARKER};
+use file_restore::vm::launch::{start_vm, AccelPreference, ImageSpec, LaunchOptions};
+use file_restore::vm::teardown::{is_alive, stop_vm};
+use file_restore::vm::RunningVm;
 
 /// Starts the stand-in guest in `mode` with the keeper's `limits`; `None`
 /// (skip) without the prerequisites. Keep the TempDir alive.

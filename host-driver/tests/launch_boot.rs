@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{have, processes_mentioning, KillOnDrop};
-use file_restore::{
-    is_alive, start_vm, stop_vm, DaemonClient, ImageSpec, LaunchOptions, VsockAddr,
-};
+use file_restore::guest::client::DaemonClient;
+use file_restore::guest::transport::VsockAddr;
+use file_restore::vm::launch::{start_vm, ImageSpec, LaunchOptions};
+use file_restore::vm::teardown::{is_alive, stop_vm};
 use file_restore_initramfs::BootInfo;
 use file_restore_wire::{EntryType, ExtractFormat, ScanState, API_VERSION};
 use tokio::io::AsyncReadExt;

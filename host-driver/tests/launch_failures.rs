@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{fake_guest_source, guest_kernel, have, initramfs_with_init, processes_mentioning};
-use file_restore::{
-    start_vm, Accel, AccelPreference, ImageSpec, LaunchError, LaunchOptions, TransportPreference,
+use file_restore::qemu::Accel;
+use file_restore::vm::launch::{
+    start_vm, AccelPreference, ImageSpec, LaunchError, LaunchOptions, TransportPreference,
 };
 
 /// Kernel and tools, or `None` (the test then skips).
@@ -198,7 +199,8 @@ async fn init_exit_panics_and_is_reported() {
         .open("/dev/kvm")
         .is_ok();
     if kvm_opens {
-        let memo = std::fs::read_to_string(base.join(file_restore::KVM_UNUSABLE_FILE)).unwrap();
+        let memo = std::fs::read_to_string(base.join(file_restore::vm::launch::KVM_UNUSABLE_FILE))
+            .unwrap();
         let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
         assert_eq!(memo.lines().next(), Some(boot_id.trim()), "{memo}");
     }
@@ -275,7 +277,7 @@ async fn silent_guest_gets_one_fresh_retry_within_the_budget() {
 /// A guest that listens on the API port but never sends the ready signal
 /// (here: it signals a wrong port) is never connected to: the host waits for
 /// the signal first (vhost-device-vsock must not see a host connection before
-/// the guest's queues are ready, src/guest_ready.rs), then times out naming
+/// the guest's queues are ready, src/guest/ready.rs), then times out naming
 /// the missing signal.
 #[tokio::test]
 async fn guest_without_ready_signal_is_never_probed() {

@@ -18,9 +18,10 @@ mod common;
 use common::{
     fake_guest_source, guest_kernel, have, initramfs_with_init, processes_mentioning, KillOnDrop,
 };
-use file_restore::{
-    is_alive, start_vm, stop_vm, DaemonClient, ImageSpec, LaunchOptions, RunningVm,
-};
+use file_restore::guest::client::DaemonClient;
+use file_restore::vm::launch::{start_vm, ImageSpec, LaunchOptions};
+use file_restore::vm::teardown::{is_alive, stop_vm};
+use file_restore::vm::RunningVm;
 
 /// Kernel and tools, or `None` (the test skips).
 fn prerequisites() -> Option<PathBuf> {
@@ -88,7 +89,10 @@ async fn fake_guest_start_status_stop() {
         wrong.list(b"/").await.unwrap_err(),
     ] {
         assert!(
-            matches!(err, file_restore::ClientError::NoProof { .. }),
+            matches!(
+                err,
+                file_restore::guest::client::ClientError::NoProof { .. }
+            ),
             "{err}"
         );
     }
@@ -140,7 +144,7 @@ async fn guest_with_a_wrong_proof_is_refused() {
         }],
         &base,
     );
-    opts.accel = file_restore::AccelPreference::Tcg;
+    opts.accel = file_restore::vm::launch::AccelPreference::Tcg;
     let t = Instant::now();
     let err = match start_vm(opts).await {
         Ok(vm) => {
@@ -152,7 +156,7 @@ async fn guest_with_a_wrong_proof_is_refused() {
     let msg = err.to_string();
     eprintln!("refused after {:?}: {msg}", t.elapsed());
     assert!(
-        matches!(err, file_restore::LaunchError::Daemon { .. }),
+        matches!(err, file_restore::vm::launch::LaunchError::Daemon { .. }),
         "{msg}"
     );
     assert!(
@@ -169,8 +173,8 @@ async fn guest_with_a_wrong_proof_is_refused() {
 /// in the map) finish at once instead of waiting for the lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_stop_all_do_not_wait_behind_a_stalled_guest() {
+    use file_restore::manager::vm_map::LockedMap;
     use file_restore::manager::Manager;
-    use file_restore::vm_map::LockedMap;
     use serde_json::Value;
     let Some(kernel) = prerequisites() else {
         return;
@@ -198,8 +202,8 @@ async fn status_and_stop_all_do_not_wait_behind_a_stalled_guest() {
         runtime_dir: runtime.clone(),
         kernel: Some(kernel),
         initramfs: Some(initrd),
-        accel: file_restore::AccelPreference::Tcg,
-        transport: file_restore::TransportPreference::Auto,
+        accel: file_restore::vm::launch::AccelPreference::Tcg,
+        transport: file_restore::vm::launch::TransportPreference::Auto,
         boot_timeout: Some(Duration::from_secs(20)),
     };
     let starter = {

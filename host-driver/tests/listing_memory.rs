@@ -45,7 +45,7 @@ fn large_listing_parses_in_bounded_memory() {
     body.push(']');
     let base = CURRENT.load(Relaxed);
     PEAK.store(base, Relaxed);
-    let entries = file_restore::client::parse_listing(body.as_bytes()).unwrap();
+    let entries = file_restore::guest::client::parse_listing(body.as_bytes()).unwrap();
     let peak = PEAK.load(Relaxed) - base;
     let kept = CURRENT.load(Relaxed) - base;
     assert_eq!(entries.len(), n);

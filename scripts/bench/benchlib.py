@@ -95,7 +95,7 @@ def run_stamped(cmd):
     for raw in p.stderr:
         now = time.monotonic()
         line = raw.decode(errors="replace").rstrip("\n")
-        if "file_restore::vm_process" in line and re.search(r"\bstarted .* pid ", line):
+        if "file_restore::vm::launch::attempt" in line and re.search(r"\bstarted .* pid ", line):
             spawn = now
         elif line.startswith("file-restore: started VM"):
             ready = now

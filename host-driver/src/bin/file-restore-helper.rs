@@ -2,7 +2,7 @@
 //!
 //! The only file-restore binary that may be installed setuid root (kernel
 //! vsock needs `/dev/vhost-vsock`, root-only on most hosts). It reads one
-//! JSON request on stdin (see `file_restore::helper_protocol`), validates
+//! JSON request on stdin (see `file_restore::helper`), validates
 //! it (a kernel vsock CID must be in the caller's own block), opens
 //! `/dev/vhost-vsock` if the request asks for kernel vsock (the one
 //! privileged step), drops to the invoking user's real uid/gid for good,
@@ -22,11 +22,11 @@ use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::Context;
-use file_restore::helper_protocol::{
+use file_restore::helper::initrd;
+use file_restore::helper::{
     checks, read_request, BootPolicy, HelperError, TransportRequest, EXIT_FAILED, EXIT_REFUSED,
     MAX_REQUEST_BYTES, MESSAGE_PREFIX,
 };
-use file_restore::initrd;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 /// The only environment QEMU gets.
@@ -36,7 +36,7 @@ const USAGE: &str = "\
 usage: file-restore-helper [--print-command] < request.json
 
 Starts a file-restore VM's QEMU from one JSON request on stdin (written by the
-file-restore CLI; at most 64 KiB; see the file_restore::helper_protocol docs).
+file-restore CLI; at most 64 KiB; see the file_restore::helper docs).
 The request is validated, /dev/vhost-vsock is opened if kernel vsock is asked
 for, privileges are dropped to the invoking user for good, disks are checked
 as that user, and QEMU is exec'd in place of the helper.

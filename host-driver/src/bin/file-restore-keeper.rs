@@ -1,13 +1,13 @@
 //! `file-restore-keeper`: started by the launcher next to every restore VM,
 //! detached and as the user; reads the VM's record (JSON) on stdin and keeps
-//! the VM's lifetime and console log bounded (see `file_restore::keeper`).
+//! the VM's lifetime and console log bounded (see `file_restore::vm::keeper`).
 //! Not meant to be run by hand.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use file_restore::keeper::{self, KeeperOptions};
+use file_restore::vm::keeper::{self, KeeperOptions};
 
 /// Keeps one restore VM's lifetime and console log bounded. Started by
 /// file-restore with the VM's record on stdin.

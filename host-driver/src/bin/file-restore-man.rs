@@ -3,11 +3,7 @@
 //! the same clap definition the CLI parses with. `make build` runs it into
 //! `build/man`; it is not installed.
 
-// The CLI's own definition, compiled into this binary too.
-#[path = "file-restore/cli.rs"]
-mod cli;
-#[path = "file-restore/man.rs"]
-mod man;
+use file_restore::cli::man;
 
 fn main() {
     let mut args = std::env::args_os().skip(1);

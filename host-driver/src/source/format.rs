@@ -119,7 +119,7 @@ fn from_extension(
         return Err(mismatch(path, format, kind.format(), None));
     }
     if sniffed.is_some() {
-        super::chain::check_header_references(path, store_root)?;
+        super::refs::check_header_references(path, store_root)?;
     }
     let probed = qemu_img::info(path, None)?.format;
     // qemu's vpc probe looks only at the start of the file, but a fixed VHD

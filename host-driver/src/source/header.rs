@@ -3,7 +3,7 @@
 //! vmdk descriptor's extents and parent. QEMU opens those when it opens the
 //! image (a vmdk's extents even for `qemu-img info`), so a guest-written
 //! header naming a FIFO would hang it and one naming another VM's disk would
-//! attach it; [`super::chain`] validates every name found here first.
+//! attach it; `super::refs` validates every name found here first.
 //!
 //! Only what is needed to find names is parsed, with fixed bounds: the
 //! first cluster of a qcow2 (where QEMU requires the backing name and the

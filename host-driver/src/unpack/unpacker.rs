@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::ffi::{CString, OsStr};
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use tar::EntryType;
 
 use super::fsops;
+use super::holes::HoleWriter;
 use super::{normalize, read_meta, DirMeta, Meta, UnpackError, UnpackOptions, UnpackStats};
-use crate::cli_io::terminal_safe;
+use crate::util::text::terminal_safe;
 
 fn is_no_space(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
@@ -545,65 +546,5 @@ impl<'a> Unpacker<'a> {
             apply().map_err(|e| self.io_err("set the metadata of", &d.rel, e))?;
         }
         Ok(())
-    }
-}
-
-/// Block size for holes: an aligned all-zero block of this size is skipped
-/// (seeked over) instead of written.
-const HOLE_BLOCK: usize = 4096;
-
-/// Writes a file's data sequentially, turning aligned all-zero blocks into
-/// holes; [`HoleWriter::finish`] sets the final length.
-struct HoleWriter<'f> {
-    file: &'f mut File,
-    /// Logical position (bytes of data so far).
-    pos: u64,
-    /// Bytes skipped since the last write, not yet seeked over.
-    pending: u64,
-}
-
-impl<'f> HoleWriter<'f> {
-    fn new(file: &'f mut File) -> Self {
-        HoleWriter {
-            file,
-            pos: 0,
-            pending: 0,
-        }
-    }
-
-    fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut i = 0;
-        // Start of the run of data bytes not yet written.
-        let mut run = 0;
-        while i < data.len() {
-            let off = (self.pos + i as u64) % HOLE_BLOCK as u64;
-            let end = (i + HOLE_BLOCK - off as usize).min(data.len());
-            let block = &data[i..end];
-            if off == 0 && block.len() == HOLE_BLOCK && block.iter().all(|&b| b == 0) {
-                self.flush_run(&data[run..i])?;
-                self.pending += HOLE_BLOCK as u64;
-                run = end;
-            }
-            i = end;
-        }
-        self.flush_run(&data[run..])?;
-        self.pos += data.len() as u64;
-        Ok(())
-    }
-
-    fn flush_run(&mut self, run: &[u8]) -> io::Result<()> {
-        if run.is_empty() {
-            return Ok(());
-        }
-        if self.pending > 0 {
-            self.file.seek(SeekFrom::Current(self.pending as i64))?;
-            self.pending = 0;
-        }
-        self.file.write_all(run)
-    }
-
-    /// Sets the length (a trailing hole is not written at all).
-    fn finish(self) -> io::Result<()> {
-        self.file.set_len(self.pos)
     }
 }

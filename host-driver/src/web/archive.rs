@@ -10,7 +10,7 @@ use file_restore_wire::ExtractFormat;
 use tokio::sync::mpsc;
 
 use super::download::StreamBody;
-use crate::client::ExtractStream;
+use crate::driver::ExtractStream;
 use crate::driver::{BlockRestoreDriver, DriverError};
 
 const BLOCK: usize = 512;

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame};
 use tokio::sync::mpsc;
 
-use crate::client::ExtractStream;
+use crate::driver::ExtractStream;
 
 /// Chunks in flight between the guest and the browser.
 const CHANNEL_CHUNKS: usize = 4;

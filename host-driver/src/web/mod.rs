@@ -3,10 +3,16 @@
 //! One HTTP/1.1 server (hyper) on a loopback address by default; every
 //! request must carry the session token (from the printed URL once, then an
 //! HttpOnly `SameSite=Strict` cookie) and a `Host` header naming the listen
-//! address ([`security`]). Only the SOURCEs given on the command line and the
+//! address (`security`). Only the SOURCEs given on the command line and the
 //! images and snapshots found under the `--root` directories are reachable
-//! ([`catalog`]); every VM call goes through a [`BlockRestoreDriver`]. The
-//! page's HTML, JS and CSS are embedded in the binary ([`assets`]).
+//! (`catalog`); every VM call goes through a [`BlockRestoreDriver`]. The
+//! page's HTML, JS and CSS are embedded in the binary (`assets`).
+//!
+//! Folder: the server, routes, catalog, downloads and archives, the
+//! security guard. Every VM call goes through `driver` and nothing else;
+//! below it web imports only `source` (the catalog classifies SOURCE
+//! arguments and finds images), `helper::initrd::new_ticket` (random
+//! session tokens) and `util`.
 
 mod archive;
 mod assets;

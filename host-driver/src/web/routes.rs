@@ -34,8 +34,8 @@ use super::catalog::Catalog;
 use super::download::{self, RangeAsk};
 use super::query::{param, params};
 use super::security::{self, Access, Guard};
-use crate::client::error_chain;
 use crate::driver::{BlockRestoreDriver, DriverError};
+use crate::util::text::error_chain;
 
 /// The body of every answer.
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -334,7 +334,7 @@ fn selection_paths<D>(state: &State<D>, q: Option<&str>) -> Result<Selection, Fa
 /// The VMs that serve one of this catalog's sources.
 async fn visible_vms<D: BlockRestoreDriver>(
     state: &State<D>,
-) -> Result<Vec<crate::manager::VmReport>, DriverError> {
+) -> Result<Vec<crate::driver::VmReport>, DriverError> {
     let vms = state.driver.status().await?;
     Ok(vms
         .into_iter()

@@ -61,11 +61,11 @@ pub struct Guard {
 
 impl Guard {
     /// Fresh secrets (128 random bits each) for a server on `addr`.
-    pub fn new(addr: SocketAddr) -> Result<Guard, crate::initrd::InitrdError> {
+    pub fn new(addr: SocketAddr) -> Result<Guard, crate::helper::initrd::InitrdError> {
         Ok(Guard {
             authority: addr.to_string(),
-            token: crate::initrd::new_ticket()?,
-            csrf: crate::initrd::new_ticket()?,
+            token: crate::helper::initrd::new_ticket()?,
+            csrf: crate::helper::initrd::new_ticket()?,
             // Cookies are not kept apart by port: a name per port keeps two
             // servers on one host from overwriting each other's session.
             cookie_name: format!("file_restore_session_{}", addr.port()),

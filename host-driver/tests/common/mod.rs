@@ -109,7 +109,7 @@ pub fn initramfs_with_init(dir: &Path, c_source: &str, extra: &[(&str, &Path)]) 
 /// Kills a test VM's QEMU and sidecar when dropped, so that a failed
 /// assertion does not leave a VM running. Only pids whose command line still
 /// names the VM's run directory are killed.
-pub struct KillOnDrop(pub file_restore::RunningVm);
+pub struct KillOnDrop(pub file_restore::vm::RunningVm);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

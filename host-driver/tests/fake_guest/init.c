@@ -13,7 +13,7 @@
  *   stall        connections are accepted and read, never answered
  *   chatty       a child prints to the console without end (a guest flooding its log)
  * Once it listens it connects to the host's port 1025 and closes again: the
- * ready signal the host waits for before it connects (src/guest_ready.rs).
+ * ready signal the host waits for before it connects (src/guest/ready.rs).
  * Compiled after proof.c (common::fake_guest_source).
  */
 #define _GNU_SOURCE

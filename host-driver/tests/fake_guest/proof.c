@@ -1,6 +1,6 @@
 /* What the stand-in guests (init.c, hostile.c) share with the real daemon's
  * protocol: the ready signal (one connection to host port 1025 once the API
- * listens, src/guest_ready.rs) and the ticket proof (a SHA-256 (FIPS 180-4)
+ * listens, src/guest/ready.rs) and the ticket proof (a SHA-256 (FIPS 180-4)
  * and HMAC (RFC 2104) just big enough, and the answer to
  * GET /api/hello?nonce=N). Tests compile it in front of the guest's own
  * source (common::fake_guest_source).

@@ -12,10 +12,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::common::have;
-use file_restore::helper_protocol::{
+use file_restore::helper::{
     Action, DiskRequest, DiskSource, HelperRequest, TransportRequest, PROTOCOL_VERSION,
 };
-use file_restore::Accel;
+use file_restore::qemu::Accel;
 
 pub const HELPER: &str = env!("CARGO_BIN_EXE_file-restore-helper");
 pub const TEST_USER: &str = "fr-test-user";

@@ -1,10 +1,10 @@
 //! `extract`: a file to TARGET or stdout, a directory unpacked into TARGET,
 //! or an archive of either.
 
-use crate::cli::ArchiveFormat;
 use crate::output::{driver_error, info};
 use anyhow::bail;
 use anyhow::Context;
+use file_restore::cli::ArchiveFormat;
 use file_restore::driver::BlockRestoreDriver;
 use file_restore_wire::{Entry, EntryType, ExtractFormat};
 use std::io::IsTerminal;
@@ -99,8 +99,8 @@ pub async fn extract(
                 .extract(source, &norm, ExtractFormat::Tar, false, None)
                 .await
                 .map_err(|e| driver_error(e, &norm))?;
-            let unpack_opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
-            let stats = file_restore::cli_io::unpack_stream(stream, target, unpack_opts).await?;
+            let unpack_opts = file_restore::sink::extract_unpack_options(overwrite, same_owner);
+            let stats = file_restore::sink::unpack_stream(stream, target, unpack_opts).await?;
             info(&format!(
                 "unpacked {shown} into {} ({stats})",
                 target.display()
@@ -122,7 +122,7 @@ pub async fn extract(
                     if std::io::stdout().is_terminal() && fmt != ExtractFormat::Plain {
                         bail!("refusing to write a {} archive to a terminal: give a TARGET or redirect stdout", fmt.as_str());
                     }
-                    file_restore::cli_io::copy_to_stdout(stream).await
+                    file_restore::sink::copy_to_stdout(stream).await
                 }
                 Some(t) => {
                     let mut dest = t.to_path_buf();
@@ -136,7 +136,7 @@ pub async fn extract(
                         }
                         dest = t.join(std::ffi::OsStr::from_bytes(&name));
                     }
-                    let n = file_restore::cli_io::write_file_atomically(stream, &dest, overwrite)
+                    let n = file_restore::sink::write_file_atomically(stream, &dest, overwrite)
                         .await
                         .with_context(|| format!("{} was not written", dest.display()))?;
                     info(&format!("wrote {} ({n} bytes)", dest.display()));

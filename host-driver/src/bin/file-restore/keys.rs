@@ -9,8 +9,8 @@
 
 use crate::output::info;
 use anyhow::{bail, Context};
-use file_restore::cli_io::terminal_safe as safe;
 use file_restore::driver::BlockRestoreDriver;
+use file_restore::util::text::terminal_safe as safe;
 use file_restore_wire::{UnlockOutcome, MAX_PASSPHRASES};
 use std::io::Read;
 use std::path::Path;

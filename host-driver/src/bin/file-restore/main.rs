@@ -2,21 +2,21 @@
 //! without mounting them on the host. The disks are attached read-only to a
 //! small restore VM that is started on first use and reused after.
 //!
-//! [`cli`] holds the clap definition (also the source of the [`completions`]
-//! and of the man pages, see `file-restore-man`), [`output`] what is printed,
-//! [`extract`] the `extract` subcommand.
+//! `file_restore::cli` holds the clap definition (also the source of the
+//! completions and of the man pages, see `file-restore-man`), [`output`]
+//! what is printed, [`extract`] the `extract` subcommand. The binary is the
+//! top layer: it maps the command line onto `file_restore::driver` (and the
+//! manager's options).
 
-mod cli;
-mod completions;
 mod extract;
 mod keys;
 mod output;
 
 use clap::Parser;
-use cli::{Accel, Cli, Cmd, Transport};
+use file_restore::cli::{completions, Accel, Cli, Cmd, Transport};
 use file_restore::driver::{BlockRestoreDriver, QemuDriver};
 use file_restore::manager::Manager;
-use file_restore::{AccelPreference, TransportPreference};
+use file_restore::manager::{AccelPreference, TransportPreference};
 use output::{driver_error, error_line, info};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;

@@ -2,11 +2,11 @@
 //! stdout), informational lines and errors (stderr). Everything the guest
 //! reported is made terminal-safe in text output.
 
-use crate::cli::OutputFormat;
-use file_restore::cli_io::terminal_safe as safe;
+use file_restore::cli::OutputFormat;
+use file_restore::driver::ClientError;
 use file_restore::driver::DriverError;
-use file_restore::manager::VmReport;
-use file_restore::ClientError;
+use file_restore::driver::VmReport;
+use file_restore::util::text::terminal_safe as safe;
 use file_restore_wire::Entry;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,7 +17,7 @@ static QUIET: AtomicBool = AtomicBool::new(false);
 /// `--quiet`: from now on no informational lines and no progress bars.
 pub fn set_quiet() {
     QUIET.store(true, Ordering::Relaxed);
-    file_restore::progress::hide_all();
+    file_restore::util::progress::hide_all();
 }
 
 /// An informational line on stderr (`file-restore: …`), unless `--quiet`.

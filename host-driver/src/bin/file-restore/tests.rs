@@ -2,9 +2,9 @@
 //! escaped in text output.
 
 use super::*;
-use cli::OutputFormat;
-use file_restore::manager::VmReport;
-use file_restore::ClientError;
+use file_restore::cli::OutputFormat;
+use file_restore::driver::ClientError;
+use file_restore::driver::VmReport;
 use file_restore_wire::{Entry, EntryType};
 use output::{daemon_error, write_list, write_status};
 use std::path::PathBuf;
@@ -180,10 +180,10 @@ fn daemon_errors_are_escaped() {
 fn same_owner_flag_reaches_the_unpack_options() {
     let (overwrite, same_owner) = extract_flags(&[]);
     assert!(!same_owner);
-    let opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
+    let opts = file_restore::sink::extract_unpack_options(overwrite, same_owner);
     assert!(!opts.same_owner && !opts.overwrite);
     assert_eq!((opts.strip_components, opts.umask), (1, None));
     let (overwrite, same_owner) = extract_flags(&["--same-owner", "--overwrite"]);
-    let opts = file_restore::cli_io::extract_unpack_options(overwrite, same_owner);
+    let opts = file_restore::sink::extract_unpack_options(overwrite, same_owner);
     assert!(opts.same_owner && opts.overwrite);
 }
