@@ -254,6 +254,14 @@ check fr_cold "the root lists many/" python3 -c '
 import json, sys
 assert any(e["text"] == "many" for e in json.load(open(sys.argv[1]))), "no many/ entry"' "$W/cmd.out"
 
+# The first start after a host boot: nothing remembered about KVM in the runtime dir.
+fr_forget_kvm() { fr_stop && rm -f "$W/run/kvm-unusable" "$W/run/kvm-works"; }
+log "file-restore: first start after host boot (no KVM memo; stop --all before each)"
+measure fr_first "$RUNS" fr_forget_kvm "$FR" list "$GPT" /gpt/part/1 --output-format json
+check fr_first "the root lists many/" python3 -c '
+import json, sys
+assert any(e["text"] == "many" for e in json.load(open(sys.argv[1]))), "no many/ entry"' "$W/cmd.out"
+
 log "file-restore: warm list of $MANY_FR (VM running, one untimed warm-up)"
 "$FR" list "$GPT" "$MANY_FR" --output-format json >/dev/null 2>"$W/cmd.err" || true
 measure fr_warm "$WARM_RUNS" - "$FR" list "$GPT" "$MANY_FR" --output-format json

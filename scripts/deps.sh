@@ -81,6 +81,8 @@ NEEDS=(
     "mkfs.exfat exfatprogs"
     "mksquashfs squashfs-tools"
     "xorriso xorriso"
+    # A real APFS container for the test that it is named when refused.
+    "mkapfs apfsprogs"
     "mkntfs ntfs-3g"
     "ntfscp ntfs-3g"
     "lvm lvm2"
@@ -169,7 +171,7 @@ apt_install() {
 
 # The version of an installed package, or nothing.
 installed_version() {
-    dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null | awk '/^ii/ { print $2 }'
+    { dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null || true; } | awk '/^ii/ { print $2 }'
 }
 
 BACKPORTS_LIST=/etc/apt/sources.list.d/file-restore-bookworm-backports.sources

@@ -54,6 +54,8 @@ pub enum FsType {
     Jfs,
     /// HFS (classic Mac OS; an HFS wrapper around HFS+ is detected as HFS+).
     Hfs,
+    /// An APFS container (Apple); no Linux driver reads it.
+    Apfs,
     /// An LVM2 physical volume.
     LvmPv,
     /// Linux swap.
@@ -65,6 +67,9 @@ pub enum FsType {
     /// Nothing recognised.
     Unknown,
 }
+
+/// Why an APFS container is refused, wherever it is.
+pub const APFS_REASON: &str = "APFS: no Linux driver can read it";
 
 impl FsType {
     /// The name shown to users and reported over the API.
@@ -88,6 +93,7 @@ impl FsType {
             FsType::Erofs => "erofs",
             FsType::Jfs => "jfs",
             FsType::Hfs => "hfs",
+            FsType::Apfs => "apfs",
             FsType::LvmPv => "LVM2_member",
             FsType::Swap => "swap",
             FsType::Luks => "crypto_LUKS",
@@ -110,6 +116,7 @@ impl FsType {
             FsType::MdMember => {
                 Some("it is a member of an md RAID array: the array is the md/<name> bucket")
             }
+            FsType::Apfs => Some(APFS_REASON),
             FsType::Unknown => Some("no known filesystem was found on it"),
             _ => None,
         }
@@ -241,6 +248,10 @@ pub fn detect(buf: &[u8]) -> FsType {
     }
     if le32(buf, 1024) == Some(0xE0F5_E1E2) {
         return FsType::Erofs;
+    }
+    // The container superblock's object header is 32 bytes; nx_magic follows.
+    if at(buf, 32, b"NXSB") {
+        return FsType::Apfs;
     }
     if at(buf, 32768, b"JFS1") {
         return FsType::Jfs;
@@ -425,6 +436,8 @@ mod tests {
             ("exfat", &["mkfs.exfat"], FsType::Exfat),
             ("swap", &["mkswap"], FsType::Swap),
             ("ntfs", &["mkntfs", "-F", "-Q", "-q"], FsType::Ntfs),
+            // apfsprogs (Debian's): a real container, as macOS would make it.
+            ("apfs", &["mkapfs"], FsType::Apfs),
         ];
         for (name, cmd, want) in cases {
             let img = dir.path().join(format!("{name}.img"));

@@ -38,9 +38,12 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         FsType::Erofs => ("erofs", ""),
         // JFS opens its journal only on read-write mounts (replay is fsck.jfs's job).
         FsType::Jfs => ("jfs", "iocharset=utf8"),
-        FsType::LvmPv | FsType::Swap | FsType::Luks | FsType::MdMember | FsType::Unknown => {
-            return None
-        }
+        FsType::Apfs
+        | FsType::LvmPv
+        | FsType::Swap
+        | FsType::Luks
+        | FsType::MdMember
+        | FsType::Unknown => return None,
     })
 }
 

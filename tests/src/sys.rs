@@ -18,6 +18,8 @@ pub struct Output {
     pub cmd: String,
     /// Exit code; `None` when a signal ended it.
     pub code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
     /// Captured stdout (empty when it went to a file).
     pub stdout: Vec<u8>,
     /// Captured stderr (lossy UTF-8).
@@ -104,6 +106,9 @@ pub enum Stdout<'a> {
     Capture,
     /// Written to this file (created or truncated).
     File(&'a Path),
+    /// A pipe whose reading end is closed before the command starts, as for
+    /// `cmd | head` once head has gone: every write fails with EPIPE.
+    ClosedPipe,
 }
 
 /// Runs `cmd` with an optional stdin, killing it after `limit`.
@@ -131,6 +136,23 @@ pub fn run(
             let f = std::fs::File::create(p)
                 .with_context(|| format!("cannot create {}", p.display()))?;
             cmd.stdout(f);
+        }
+        Stdout::ClosedPipe => {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 writes two new descriptors into `fds` on success.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return Err(std::io::Error::last_os_error()).context("cannot make a pipe");
+            }
+            // SAFETY: both descriptors are new and owned by nothing else.
+            let (reader, writer) = unsafe {
+                use std::os::fd::FromRawFd;
+                (
+                    std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                    std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+                )
+            };
+            drop(reader);
+            cmd.stdout(Stdio::from(writer));
         }
     }
     cmd.stderr(Stdio::piped());
@@ -182,6 +204,7 @@ pub fn run(
     Ok(Output {
         cmd: shown,
         code: status.code(),
+        signal: std::os::unix::process::ExitStatusExt::signal(&status),
         stdout,
         stderr,
         elapsed,

@@ -4,15 +4,20 @@
 use super::{self as cli, CompletionShell};
 use std::io::Write;
 
-/// Writes the completion script for `shell`.
-pub fn write(shell: CompletionShell, out: &mut dyn Write) {
+/// Writes the completion script for `shell`. clap_complete panics when its
+/// writer fails (e.g. `| head -1` closed the pipe), so the script is made in
+/// memory first and written here, where a failure is an error to report.
+pub fn write(shell: CompletionShell, out: &mut dyn Write) -> std::io::Result<()> {
     let shell = match shell {
         CompletionShell::Bash => clap_complete::Shell::Bash,
         CompletionShell::Zsh => clap_complete::Shell::Zsh,
         CompletionShell::Fish => clap_complete::Shell::Fish,
     };
     let mut cmd = cli::command();
-    clap_complete::generate(shell, &mut cmd, "file-restore", out);
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "file-restore", &mut script);
+    out.write_all(&script)?;
+    out.flush()
 }
 
 #[cfg(test)]
@@ -24,7 +29,7 @@ mod tests {
 
     fn script(shell: CompletionShell) -> String {
         let mut out = Vec::new();
-        write(shell, &mut out);
+        write(shell, &mut out).expect("writing to a Vec does not fail");
         String::from_utf8(out).expect("completion scripts are UTF-8")
     }
 

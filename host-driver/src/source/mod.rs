@@ -202,6 +202,14 @@ pub enum SourceError {
         /// What was looked for.
         reason: String,
     },
+    /// A disk whose content is known and that no Linux driver reads.
+    #[error("'{path}' cannot be opened: {reason} (it is refused before a VM starts)")]
+    NoDriver {
+        /// The file.
+        path: PathBuf,
+        /// What it holds and why it cannot be read.
+        reason: &'static str,
+    },
     /// `qemu-img check` found the image damaged.
     #[error("'{path}' is damaged ({detail}); it may be truncated or corrupt: check it with 'qemu-img check' or restore it from another copy")]
     Damaged {

@@ -56,6 +56,12 @@ fn check_raw(path: &Path) -> Result<(), SourceError> {
         });
     }
     let fs = file_restore_fsmagic::detect(&buf);
+    if fs == file_restore_fsmagic::FsType::Apfs {
+        return Err(SourceError::NoDriver {
+            path: path.to_path_buf(),
+            reason: file_restore_fsmagic::APFS_REASON,
+        });
+    }
     if fs != file_restore_fsmagic::FsType::Unknown
         || file_restore_fsmagic::has_partition_table(&buf)
     {
@@ -114,6 +120,30 @@ fn check_with_qemu_img(path: &Path, format: &str) -> Result<(), SourceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A real APFS container (apfsprogs' mkapfs) is named, not called "no disk".
+    #[test]
+    fn apfs_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mac.img");
+        std::fs::File::create(&p)
+            .unwrap()
+            .set_len(512 << 20)
+            .unwrap();
+        let out = Command::new("mkapfs").arg(&p).output();
+        let out = out.unwrap_or_else(|e| panic!("mkapfs missing ({e}): run scripts/deps.sh"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let e = check_content(&p, "raw", true).unwrap_err().to_string();
+        assert!(
+            e.contains("mac.img") && e.contains("APFS: no Linux driver can read it"),
+            "{e}"
+        );
+        assert!(!e.contains("does not look like a disk image"), "{e}");
+    }
 
     #[test]
     fn text_file_is_not_a_disk() {

@@ -10,6 +10,7 @@ use file_restore_tests::manifest;
 use file_restore_tests::sys;
 use serde_json::Value;
 use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 /// Reuse, status, kill -9 and restart, stop by name and by SOURCE, on a private copy.
@@ -49,6 +50,47 @@ pub fn lifecycle() -> G {
             second.elapsed.as_secs_f64(),
             first.elapsed.as_secs_f64()
         );
+        Ok(())
+    });
+    // `… | head` that has gone: every command ends by SIGPIPE, as Unix tools
+    // do, with nothing on stderr (no panic, no backtrace, no error line), and
+    // the VM stays.
+    g.case("closed_pipe_ends_quietly", move |ctx| {
+        let src = at(ctx)?;
+        let listed = ctx.cli.list(&src, b"/life/raw/raw")?;
+        let file = listed
+            .iter()
+            .find(|e| e.kind == 'f' && e.size.is_some_and(|s| s > 0))
+            .context("no regular file at the root of life.img")?
+            .path
+            .clone();
+        let src_arg = src.as_os_str();
+        let file_arg = OsStr::from_bytes(&file);
+        let calls: [Vec<&OsStr>; 5] = [
+            vec!["completions".as_ref(), "bash".as_ref()],
+            vec!["list".as_ref(), src_arg, "/life/raw/raw".as_ref()],
+            vec![
+                "list".as_ref(),
+                src_arg,
+                "/".as_ref(),
+                "--output-format".as_ref(),
+                "json".as_ref(),
+            ],
+            vec!["status".as_ref()],
+            vec!["extract".as_ref(), src_arg, file_arg],
+        ];
+        for args in calls {
+            let mut c = ctx.cli.command();
+            c.args(&args);
+            let out = sys::run(c, None, sys::Stdout::ClosedPipe, Duration::from_secs(60))?;
+            ctx.cli.account(&out);
+            ensure!(
+                out.signal == Some(libc::SIGPIPE) && out.stderr.trim().is_empty(),
+                "want a quiet end by SIGPIPE: {}",
+                out.describe()
+            );
+        }
+        one_vm(ctx, &src, "after the closed pipes")?;
         Ok(())
     });
     g.case("status_text_and_json", move |ctx| {

@@ -125,6 +125,21 @@ pub fn bad_sources() -> Vec<G> {
         }));
         v.push(g);
     }
+    // A real APFS container (apfsprogs' mkapfs): named, refused before a VM.
+    let mut g = G::new("bad_source::apfs", 1);
+    g.case("named_no_vm", |ctx| {
+        let p = ctx.work.join("mac-apfs.img");
+        std::fs::File::create(&p)?.set_len(512 << 20)?;
+        file_restore_tests::sys::tool("mkapfs", [p.as_os_str()])?;
+        let o = ctx.cli.run([OsStr::new("list"), p.as_os_str()])?;
+        ensure!(
+            !o.stderr.contains(STARTED_VM),
+            "a VM was started for an APFS container"
+        );
+        expect_error(o, 1, &["mac-apfs.img", "APFS: no Linux driver can read it"])?;
+        Ok(())
+    });
+    v.push(g);
     let mut g = G::new("bad_source::missing_file", 1);
     g.case("clear_error", |ctx| {
         let p = ctx.work.join("no-such-image.qcow2");

@@ -68,7 +68,9 @@ pub fn stack_groups(ctx: &Ctx) -> Result<Vec<G>> {
     if std::env::var_os("NO_STACKS").is_some_and(|v| !v.is_empty())
         && !ctx.fx.dir.join("stacks/stacks.json").exists()
     {
-        eprintln!("e2e: NO_STACKS is set and there are no stack fixtures: the stack groups are skipped");
+        eprintln!(
+            "e2e: NO_STACKS is set and there are no stack fixtures: the stack groups are skipped"
+        );
         return Ok(Vec::new());
     }
     let idx = index(ctx)?;

@@ -48,6 +48,10 @@ fn main() {
         }
     };
     if let Err(e) = rt.block_on(run(cli)) {
+        if output::is_broken_pipe(&e) {
+            // The reader went away (`| head`): end as other Unix tools do.
+            output::end_by_sigpipe();
+        }
         eprintln!("{}", error_line(&e));
         std::process::exit(1);
     }
@@ -117,10 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             Ok(file_restore::web::serve(opts, new_driver()?).await?)
         }
-        Cmd::Completions { shell } => {
-            completions::write(shell, &mut std::io::stdout().lock());
-            Ok(())
-        }
+        Cmd::Completions { shell } => Ok(completions::write(shell, &mut std::io::stdout().lock())?),
         Cmd::List {
             source,
             path,

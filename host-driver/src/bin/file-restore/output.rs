@@ -27,6 +27,27 @@ pub fn info(msg: &str) {
     }
 }
 
+/// Whether `e` comes from writing to a pipe whose reader has gone (EPIPE;
+/// Rust ignores SIGPIPE, so a write returns the error instead of ending us).
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Ends the process by SIGPIPE, quietly, the way `cat` or `ls` end when
+/// their reader goes away: the shell sees status 141 and prints nothing.
+pub fn end_by_sigpipe() -> ! {
+    // SAFETY: restoring a signal's default disposition and raising it; no
+    // handler runs, the default action ends the process.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    std::process::exit(141)
+}
+
 /// The one stderr line of a failure: the cause chain, with the guest's
 /// texts in it (daemon messages, entry names) made terminal-safe.
 pub fn error_line(e: &anyhow::Error) -> String {

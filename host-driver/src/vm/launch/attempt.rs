@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{failure_logs, LaunchError, LaunchTimeouts};
@@ -67,6 +68,9 @@ pub(crate) struct LaunchPlan<'a> {
     pub ticket: &'a str,
     pub ready_timeout: Duration,
     pub timeouts: LaunchTimeouts,
+    /// Set to `true` when another start won a race (see `start_vm`): the
+    /// attempt then stops its VM and ends with [`LaunchError::Superseded`].
+    pub stop: Option<watch::Receiver<bool>>,
 }
 
 /// How an attempt failed.
@@ -90,6 +94,7 @@ enum NotReady {
     SidecarExited(String),
     Timeout(String),
     Refused(ClientError),
+    Superseded,
 }
 
 /// Starts the sidecar (if any) and QEMU and waits for the daemon. On failure
@@ -239,6 +244,7 @@ fn attempt_error(plan: &LaunchPlan<'_>, why: NotReady) -> AttemptError {
             last_error,
             logs,
         },
+        NotReady::Superseded => LaunchError::Superseded { accel: plan.accel },
         NotReady::Refused(source) => LaunchError::Daemon {
             source: Box::new(source),
             logs,
@@ -412,9 +418,22 @@ async fn wait_ready(
             delay = (delay * 3 / 2).min(PROBE_DELAY_MAX);
         }
     };
+    let superseded = async {
+        match plan.stop.clone() {
+            // `wait_for` ends at once when it is set already; an error means the
+            // sender is gone, which never stops anything.
+            Some(mut stop) => {
+                if stop.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         why = exited => Err(why),
         r = probing => r,
+        () = superseded => Err(NotReady::Superseded),
         _ = tokio::time::sleep_until(deadline) => {
             Err(NotReady::Timeout(last_error.lock().map(|l| l.clone()).unwrap_or_default()))
         }
@@ -536,6 +555,7 @@ mod tests {
             ticket: "0123456789abcdef0123456789abcdef",
             ready_timeout: Duration::from_secs(1),
             timeouts: LaunchTimeouts::default(),
+            stop: None,
         };
         let addr = VsockAddr::HybridUnix {
             path: vsock,
@@ -550,6 +570,57 @@ mod tests {
                 .unwrap(),
             "the daemon was probed before QEMU answered on QMP"
         );
+    }
+
+    /// An attempt told to stop (another accelerator's VM won the race) ends
+    /// at once with `Superseded`, not at its readiness limit.
+    #[tokio::test]
+    async fn a_stopped_attempt_ends_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut qemu = tokio::process::Command::new("sleep")
+            .arg("30")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let (tx, rx) = watch::channel(false);
+        let plan = LaunchPlan {
+            helper: Path::new("/nonexistent/helper"),
+            qemu_binary: Path::new("/nonexistent/qemu"),
+            run_dir: dir.path(),
+            accel: Accel::Kvm,
+            transport: TransportPlan::Kernel { cid: 4096 },
+            kernel: Path::new("/nonexistent/vmlinux"),
+            initramfs: Path::new("/nonexistent/initramfs.img"),
+            tools: None,
+            disks: &[],
+            memory_mib: 256,
+            cpus: 1,
+            port: 1024,
+            ticket: "0123456789abcdef0123456789abcdef",
+            ready_timeout: Duration::from_secs(20),
+            timeouts: LaunchTimeouts::default(),
+            stop: Some(rx),
+        };
+        let addr = VsockAddr::HybridUnix {
+            path: dir.path().join(HYBRID_SOCKET),
+            port: 1024,
+        };
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = tx.send(true);
+        });
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            wait_ready(&plan, &addr, None, &mut qemu, None),
+        )
+        .await
+        .expect("a stopped attempt kept waiting");
+        assert!(matches!(r, Err(NotReady::Superseded)));
+        let err = match attempt_error(&plan, NotReady::Superseded) {
+            AttemptError::Failed(e) => e.to_string(),
+            AttemptError::CidInUse => String::from("CidInUse"),
+        };
+        assert!(err.contains("answered first"), "{err}");
     }
 
     #[test]

@@ -42,28 +42,44 @@ pub(super) fn plan_attempts(accels: &[Accel], t: &LaunchTimeouts) -> Vec<(Accel,
     v
 }
 
+/// How a start uses the accelerators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum AccelPlan {
+    /// These, in turn: the next only when one did not work.
+    InTurn(Vec<Accel>),
+    /// KVM and TCG at once; the first guest to answer is kept, the other
+    /// stopped. For `auto` where `/dev/kvm` opens and nothing is known yet
+    /// since the host booted: a `/dev/kvm` that cannot run the guest (PVM)
+    /// then costs the first start nothing, where waiting for KVM first cost
+    /// it the whole KVM readiness limit (5 s).
+    Race,
+}
+
 pub(super) fn choose_accels(
     pref: AccelPreference,
     base_dir: &Path,
-) -> Result<Vec<Accel>, LaunchError> {
+) -> Result<AccelPlan, LaunchError> {
     Ok(match pref {
-        AccelPreference::Tcg => vec![Accel::Tcg],
+        AccelPreference::Tcg => AccelPlan::InTurn(vec![Accel::Tcg]),
         AccelPreference::Kvm => {
             open_rw("/dev/kvm").map_err(LaunchError::KvmUnavailable)?;
-            vec![Accel::Kvm]
+            AccelPlan::InTurn(vec![Accel::Kvm])
         }
         AccelPreference::Auto => match open_rw("/dev/kvm") {
-            Ok(_) if kvm_known_unusable(base_dir) => {
+            Ok(_) if known_since_boot(base_dir, KVM_UNUSABLE_FILE) => {
                 log::debug!(
                     "KVM failed earlier since this boot ({}), using TCG",
                     base_dir.join(KVM_UNUSABLE_FILE).display()
                 );
-                vec![Accel::Tcg]
+                AccelPlan::InTurn(vec![Accel::Tcg])
             }
-            Ok(_) => vec![Accel::Kvm, Accel::Tcg],
+            Ok(_) if known_since_boot(base_dir, KVM_WORKS_FILE) => {
+                AccelPlan::InTurn(vec![Accel::Kvm, Accel::Tcg])
+            }
+            Ok(_) => AccelPlan::Race,
             Err(e) => {
                 log::debug!("/dev/kvm not usable ({e}), using TCG");
-                vec![Accel::Tcg]
+                AccelPlan::InTurn(vec![Accel::Tcg])
             }
         },
     })
@@ -75,6 +91,11 @@ pub(super) fn choose_accels(
 /// one failure `auto` goes straight to TCG until the host reboots.
 pub const KVM_UNUSABLE_FILE: &str = "kvm-unusable";
 
+/// Where a KVM guest that answered is remembered (as [`KVM_UNUSABLE_FILE`]):
+/// later starts of this boot use KVM alone, with TCG only after a failure,
+/// instead of racing the two.
+pub const KVM_WORKS_FILE: &str = "kvm-works";
+
 /// The host's boot id (new at every boot), or an empty string.
 fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -82,26 +103,42 @@ fn boot_id() -> String {
         .unwrap_or_default()
 }
 
-/// Whether a KVM start failed earlier since this host booted.
-fn kvm_known_unusable(base_dir: &Path) -> bool {
+/// Whether the memo `file` was written since this host booted.
+fn known_since_boot(base_dir: &Path, file: &str) -> bool {
     let id = boot_id();
     !id.is_empty()
-        && std::fs::read_to_string(base_dir.join(KVM_UNUSABLE_FILE))
+        && std::fs::read_to_string(base_dir.join(file))
             .is_ok_and(|s| s.lines().next() == Some(id.as_str()))
 }
 
-/// Records that KVM did not work (see [`KVM_UNUSABLE_FILE`]); best effort.
-pub(super) fn remember_kvm_unusable(base_dir: &Path, why: &str) {
-    let path = base_dir.join(KVM_UNUSABLE_FILE);
+/// Writes the memo `file` (boot id, then the first line of `why`); best effort.
+fn remember(base_dir: &Path, file: &str, why: &str) -> bool {
+    let path = base_dir.join(file);
     let first_line = why.lines().next().unwrap_or("");
-    if let Err(e) = std::fs::write(&path, format!("{}\n{first_line}\n", boot_id())) {
-        log::debug!("cannot write {}: {e}", path.display());
-    } else {
+    match std::fs::write(&path, format!("{}\n{first_line}\n", boot_id())) {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!("cannot write {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// Records that KVM did not work (see [`KVM_UNUSABLE_FILE`]).
+pub(super) fn remember_kvm_unusable(base_dir: &Path, why: &str) {
+    let _ = std::fs::remove_file(base_dir.join(KVM_WORKS_FILE));
+    if remember(base_dir, KVM_UNUSABLE_FILE, why) {
         log::info!(
-            "KVM does not work here; later starts use TCG until the host reboots (remove {} to retry)",
-            path.display()
+            "KVM does not work here ({}); later starts use TCG until the host reboots (remove {} to retry)",
+            why.lines().next().unwrap_or(""),
+            base_dir.join(KVM_UNUSABLE_FILE).display()
         );
     }
+}
+
+/// Records that a KVM guest answered (see [`KVM_WORKS_FILE`]).
+pub(super) fn remember_kvm_works(base_dir: &Path) {
+    remember(base_dir, KVM_WORKS_FILE, "a KVM guest answered");
 }
 
 /// The transport once chosen (sidecar binary resolved).

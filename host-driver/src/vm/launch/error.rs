@@ -129,6 +129,14 @@ pub enum LaunchError {
         /// Log tails.
         logs: FailureLogs,
     },
+    /// This start was stopped because a VM started at the same time under
+    /// another accelerator answered first (see `start_vm`'s race); never the
+    /// error of a whole start.
+    #[error("the {accel} VM was stopped: a VM under the other accelerator answered first")]
+    Superseded {
+        /// The accelerator of the stopped VM.
+        accel: Accel,
+    },
     /// `file-restore-helper` refused the request or failed before it
     /// could exec QEMU.
     #[error("{helper} did not start QEMU ({status}): {message} (log: {log})")]

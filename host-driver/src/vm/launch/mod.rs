@@ -19,6 +19,9 @@ use std::fs::DirBuilder;
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
 
 use crate::helper::initrd;
 use crate::helper::{self, DiskRequest};
@@ -34,10 +37,11 @@ mod options;
 
 use attempt::{disk_source, plain_absolute, AttemptError, LaunchPlan, TransportPlan};
 use checks::check_inputs;
-pub use choose::KVM_UNUSABLE_FILE;
 use choose::{
-    choose_accels, choose_transport, plan_attempts, remember_kvm_unusable, ChosenTransport,
+    choose_accels, choose_transport, plan_attempts, remember_kvm_unusable, remember_kvm_works,
+    AccelPlan, ChosenTransport,
 };
+pub use choose::{KVM_UNUSABLE_FILE, KVM_WORKS_FILE};
 pub use error::{FailureLogs, LaunchError};
 pub use options::{AccelPreference, ImageSpec, LaunchOptions, LaunchTimeouts, TransportPreference};
 
@@ -68,7 +72,6 @@ pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
     };
     let transport = choose_transport(&opts, &helper)?;
     let accels = choose_accels(opts.accel, &opts.base_dir)?;
-    let run_dir = create_run_dir(&opts.base_dir)?;
     // The helper takes plain absolute paths only.
     let kernel = plain_absolute(&opts.kernel);
     let initramfs = plain_absolute(&opts.initramfs);
@@ -80,17 +83,122 @@ pub async fn start_vm(opts: LaunchOptions) -> Result<RunningVm, LaunchError> {
         initramfs: &initramfs,
         tools: tools.as_deref(),
     };
-    let result = start_in(&opts, binaries, transport, &accels, &run_dir).await;
+    let result = match accels {
+        AccelPlan::InTurn(accels) => {
+            match start_in_new_dir(&opts, binaries, transport, &accels, None).await {
+                Ok(vm) => Ok(vm),
+                Err((err, run_dir)) => Err(discard(&opts.base_dir, &run_dir, err, true)),
+            }
+        }
+        AccelPlan::Race => race(&opts, binaries, transport).await,
+    };
     if let (Ok(vm), Some(keeper)) = (&result, &opts.keeper) {
         crate::vm::keeper::spawn(vm, keeper).await;
     }
-    if result.is_err() {
-        keep_failure_logs(&opts.base_dir, &run_dir);
-        if let Err(e) = std::fs::remove_dir_all(&run_dir) {
-            log::warn!("cannot remove run directory {}: {e}", run_dir.display());
+    result
+}
+
+/// A start in a run directory of its own; on failure, the error and that
+/// directory (for [`discard`]).
+async fn start_in_new_dir(
+    opts: &LaunchOptions,
+    binaries: Binaries<'_>,
+    transport: ChosenTransport,
+    accels: &[Accel],
+    stop: Option<watch::Receiver<bool>>,
+) -> Result<RunningVm, (LaunchError, PathBuf)> {
+    let run_dir = create_run_dir(&opts.base_dir).map_err(|e| (e, PathBuf::new()))?;
+    start_in(opts, binaries, transport, accels, &run_dir, stop)
+        .await
+        .map_err(|e| (e, run_dir))
+}
+
+/// Removes the run directory of a failed start (nothing runs in it any more),
+/// first moving its logs to the base directory when they explain the error
+/// reported; gives the error back.
+fn discard(base_dir: &Path, run_dir: &Path, err: LaunchError, keep_logs: bool) -> LaunchError {
+    if run_dir.as_os_str().is_empty() {
+        return err;
+    }
+    if keep_logs {
+        keep_failure_logs(base_dir, run_dir);
+    }
+    if let Err(e) = std::fs::remove_dir_all(run_dir) {
+        log::warn!("cannot remove run directory {}: {e}", run_dir.display());
+    }
+    err
+}
+
+/// KVM and TCG at once ([`AccelPlan::Race`]): the first VM whose daemon
+/// answers is kept and the other attempt stopped (its processes killed and
+/// reaped, its run directory removed). What KVM did is remembered for the
+/// rest of the host's boot: a KVM guest that answered, or one that failed or
+/// was overtaken by a TCG guest (an emulated CPU is ~5-10 times slower, so a
+/// KVM that loses does not run the guest properly).
+async fn race(
+    opts: &LaunchOptions,
+    binaries: Binaries<'_>,
+    transport: ChosenTransport,
+) -> Result<RunningVm, LaunchError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let kvm = start_in_new_dir(
+        opts,
+        binaries,
+        transport.clone(),
+        &[Accel::Kvm],
+        Some(stop_rx.clone()),
+    );
+    let tcg = start_in_new_dir(opts, binaries, transport, &[Accel::Tcg], Some(stop_rx));
+    tokio::pin!(kvm, tcg);
+    let (kvm_result, tcg_result) = tokio::select! {
+        k = &mut kvm => {
+            if k.is_ok() {
+                let _ = stop_tx.send(true);
+            }
+            (k, tcg.await)
+        }
+        t = &mut tcg => {
+            if t.is_ok() {
+                let _ = stop_tx.send(true);
+            }
+            (kvm.await, t)
+        }
+    };
+    match (kvm_result, tcg_result) {
+        (Ok(vm), tcg) => {
+            remember_kvm_works(&opts.base_dir);
+            match tcg {
+                // Both answered in the same instant: the TCG one goes.
+                Ok(extra) => {
+                    if let Err(e) = crate::vm::teardown::stop_vm(&extra, Duration::ZERO).await {
+                        log::warn!("cannot stop the second VM of a race: {e}");
+                    }
+                }
+                Err((err, dir)) => {
+                    discard(&opts.base_dir, &dir, err, false);
+                }
+            }
+            log::debug!("KVM answered first");
+            Ok(vm)
+        }
+        (Err((kvm_err, kvm_dir)), tcg) => {
+            if matches!(
+                kvm_err,
+                LaunchError::Superseded { .. }
+                    | LaunchError::NotReady { .. }
+                    | LaunchError::VmExited { .. }
+            ) {
+                remember_kvm_unusable(&opts.base_dir, &kvm_err.to_string());
+            } else {
+                log::info!("the KVM VM of the race did not start: {kvm_err}");
+            }
+            discard(&opts.base_dir, &kvm_dir, kvm_err, false);
+            match tcg {
+                Ok(vm) => Ok(vm),
+                Err((err, dir)) => Err(discard(&opts.base_dir, &dir, err, true)),
+            }
         }
     }
-    result
 }
 
 /// The helper and what it is asked to run, resolved.
@@ -109,6 +217,7 @@ async fn start_in(
     transport: ChosenTransport,
     accels: &[Accel],
     run_dir: &Path,
+    stop: Option<watch::Receiver<bool>>,
 ) -> Result<RunningVm, LaunchError> {
     let ticket = initrd::new_ticket()?;
     let names: Vec<&str> = opts.images.iter().map(|i| i.name.as_str()).collect();
@@ -159,6 +268,7 @@ async fn start_in(
                 ticket: &ticket,
                 ready_timeout,
                 timeouts: opts.timeouts,
+                stop: stop.clone(),
             };
             match attempt::launch_once(&plan).await {
                 Ok(vm) => return Ok(vm),

@@ -182,35 +182,37 @@ fn tcg_budget_is_split_into_an_attempt_and_one_fresh_retry() {
 }
 
 #[test]
-fn a_failed_kvm_is_remembered_until_reboot() {
+fn what_kvm_did_is_remembered_until_reboot() {
+    use super::choose::{remember_kvm_works, AccelPlan};
     let base = tempfile::tempdir().unwrap();
+    let auto = || choose_accels(AccelPreference::Auto, base.path()).unwrap();
     if open_rw("/dev/kvm").is_err() {
         // Without a /dev/kvm that opens, auto is TCG whatever was remembered.
-        assert_eq!(
-            choose_accels(AccelPreference::Auto, base.path()).unwrap(),
-            [Accel::Tcg]
-        );
+        assert_eq!(auto(), AccelPlan::InTurn(vec![Accel::Tcg]));
         return;
     }
-    assert_eq!(
-        choose_accels(AccelPreference::Auto, base.path()).unwrap(),
-        [Accel::Kvm, Accel::Tcg]
-    );
+    // Nothing known since boot: KVM and TCG race.
+    assert_eq!(auto(), AccelPlan::Race);
+    remember_kvm_works(base.path());
+    assert_eq!(auto(), AccelPlan::InTurn(vec![Accel::Kvm, Accel::Tcg]));
     remember_kvm_unusable(base.path(), "QEMU exited: failed to set MSR 0x10a\nmore");
-    assert_eq!(
-        choose_accels(AccelPreference::Auto, base.path()).unwrap(),
-        [Accel::Tcg]
+    assert_eq!(auto(), AccelPlan::InTurn(vec![Accel::Tcg]));
+    assert!(!base.path().join(KVM_WORKS_FILE).exists());
+    let memo = std::fs::read_to_string(base.path().join(KVM_UNUSABLE_FILE)).unwrap();
+    assert!(
+        memo.ends_with("QEMU exited: failed to set MSR 0x10a\n"),
+        "{memo}"
     );
     // An explicit choice is still honoured.
     assert_eq!(
         choose_accels(AccelPreference::Kvm, base.path()).unwrap(),
-        [Accel::Kvm]
+        AccelPlan::InTurn(vec![Accel::Kvm])
     );
     // A memo from another boot does not count.
-    let memo = base.path().join(KVM_UNUSABLE_FILE);
-    std::fs::write(&memo, "some-other-boot-id\nwhy\n").unwrap();
-    assert_eq!(
-        choose_accels(AccelPreference::Auto, base.path()).unwrap(),
-        [Accel::Kvm, Accel::Tcg]
-    );
+    std::fs::write(
+        base.path().join(KVM_UNUSABLE_FILE),
+        "some-other-boot-id\nwhy\n",
+    )
+    .unwrap();
+    assert_eq!(auto(), AccelPlan::Race);
 }
