@@ -539,24 +539,7 @@ mod tests {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let plan = LaunchPlan {
-            helper: Path::new("/nonexistent/helper"),
-            qemu_binary: Path::new("/nonexistent/qemu"),
-            run_dir,
-            accel: Accel::Tcg,
-            transport: TransportPlan::Kernel { cid: 4096 },
-            kernel: Path::new("/nonexistent/vmlinux"),
-            initramfs: Path::new("/nonexistent/initramfs.img"),
-            tools: None,
-            disks: &[],
-            memory_mib: 256,
-            cpus: 1,
-            port: 1024,
-            ticket: "0123456789abcdef0123456789abcdef",
-            ready_timeout: Duration::from_secs(1),
-            timeouts: LaunchTimeouts::default(),
-            stop: None,
-        };
+        let plan = test_plan(run_dir, Accel::Tcg, Duration::from_secs(1), None);
         let addr = VsockAddr::HybridUnix {
             path: vsock,
             port: 1024,
@@ -572,6 +555,33 @@ mod tests {
         );
     }
 
+    /// A plan whose programs do not exist: for tests of the readiness wait.
+    fn test_plan(
+        run_dir: &Path,
+        accel: Accel,
+        ready_timeout: Duration,
+        stop: Option<watch::Receiver<bool>>,
+    ) -> LaunchPlan<'_> {
+        LaunchPlan {
+            helper: Path::new("/nonexistent/helper"),
+            qemu_binary: Path::new("/nonexistent/qemu"),
+            run_dir,
+            accel,
+            transport: TransportPlan::Kernel { cid: 4096 },
+            kernel: Path::new("/nonexistent/vmlinux"),
+            initramfs: Path::new("/nonexistent/initramfs.img"),
+            tools: None,
+            disks: &[],
+            memory_mib: 256,
+            cpus: 1,
+            port: 1024,
+            ticket: "0123456789abcdef0123456789abcdef",
+            ready_timeout,
+            timeouts: LaunchTimeouts::default(),
+            stop,
+        }
+    }
+
     /// An attempt told to stop (another accelerator's VM won the race) ends
     /// at once with `Superseded`, not at its readiness limit.
     #[tokio::test]
@@ -583,24 +593,7 @@ mod tests {
             .spawn()
             .unwrap();
         let (tx, rx) = watch::channel(false);
-        let plan = LaunchPlan {
-            helper: Path::new("/nonexistent/helper"),
-            qemu_binary: Path::new("/nonexistent/qemu"),
-            run_dir: dir.path(),
-            accel: Accel::Kvm,
-            transport: TransportPlan::Kernel { cid: 4096 },
-            kernel: Path::new("/nonexistent/vmlinux"),
-            initramfs: Path::new("/nonexistent/initramfs.img"),
-            tools: None,
-            disks: &[],
-            memory_mib: 256,
-            cpus: 1,
-            port: 1024,
-            ticket: "0123456789abcdef0123456789abcdef",
-            ready_timeout: Duration::from_secs(20),
-            timeouts: LaunchTimeouts::default(),
-            stop: Some(rx),
-        };
+        let plan = test_plan(dir.path(), Accel::Kvm, Duration::from_secs(20), Some(rx));
         let addr = VsockAddr::HybridUnix {
             path: dir.path().join(HYBRID_SOCKET),
             port: 1024,
