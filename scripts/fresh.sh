@@ -178,8 +178,15 @@ MOUNTED=()
 # with_mounts DIR NAME CMD...: CMD with /proc, /sys, /dev and root NAME's apt archive
 # cache mounted in DIR (unmounted afterwards, also on failure).
 with_mounts() {
-    local dir=$1 name=$2
+    local dir=$1 name=$2 lock
     shift 2
+    # Two runs on one root name (a fresh-test and a fresh-demo) share its package cache,
+    # and apt locks that for a whole install: the second run waits for the first.
+    exec {lock}>"$CACHE/archives-$name.lock"
+    if ! flock -n "$lock"; then
+        say "[$name] another run uses this root's package cache; waiting for it" >&2
+        flock "$lock"
+    fi
     mount -t proc proc "$dir/proc"
     mount -t sysfs sysfs "$dir/sys"
     mount --rbind /dev "$dir/dev" && mount --make-rslave "$dir/dev"
@@ -190,6 +197,7 @@ with_mounts() {
     local rc=0
     "$@" || rc=$?
     unmount_all
+    exec {lock}>&-
     return "$rc"
 }
 unmount_all() {
