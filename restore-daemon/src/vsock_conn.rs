@@ -10,6 +10,16 @@
 //! the middle (seen: 4 of 4 tar downloads of 256 MiB failed with the host's two
 //! cores busy). Here both mean "try again in a moment": the write is retried after
 //! a short pause, for at most [`GIVE_UP_AFTER`] in a row.
+//!
+//! Each write is also cut to at most [`MAX_WRITE`] bytes. The guest kernel makes
+//! one virtio packet per write of up to 64 KiB, and since "vsock/virtio:
+//! Allocate nonlinear SKBs for handling large transmit buffers" (Linux 6.17,
+//! backported to 6.12 stable: Debian 13's 6.12.118 has it) a packet over ~32 KiB is
+//! queued as a header and one descriptor per page. vhost-device-vsock 0.3 (its
+//! `virtio-vsock` 0.10) reads a packet's data from the one descriptor after the
+//! header only, finds it too short and drops the packet: the stream stalls for
+//! good at the first large answer. Packets of at most [`MAX_WRITE`] stay linear
+//! (one data descriptor) on every kernel.
 
 use std::future::Future;
 use std::io;
@@ -22,6 +32,10 @@ use tokio::time::Sleep;
 
 /// Pause before a write that failed transiently is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(2);
+/// The largest write passed to the socket: a virtio packet of this payload plus
+/// its 44-byte header is still allocated linear (`SKB_WITH_OVERHEAD(32 KiB)` is
+/// ~32,400 bytes on x86_64), with room to spare for a larger `skb_shared_info`.
+const MAX_WRITE: usize = 28 * 1024;
 /// How long writes may keep failing transiently before the error is passed on.
 pub const GIVE_UP_AFTER: Duration = Duration::from_secs(30);
 
@@ -65,6 +79,7 @@ impl AsyncWrite for VsockConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let buf = &buf[..buf.len().min(MAX_WRITE)];
         loop {
             if let Some(pause) = self.pause.as_mut() {
                 ready!(pause.as_mut().poll(cx));
