@@ -103,6 +103,21 @@ pub trait BlockRestoreDriver: Send + Sync + 'static {
 /// removed).
 pub type NoteSink = Box<dyn Fn(&str) + Send + Sync>;
 
+/// One warning per damaged image of a VM: it is open, read-only, and what it
+/// still holds can be read, but files in damaged areas may be missing.
+fn damage_warnings(images: &[crate::source::DiskImage]) -> impl Iterator<Item = String> + '_ {
+    images.iter().filter_map(|i| {
+        i.damage.as_ref().map(|d| {
+            format!(
+                "warning: disk '{}' ('{}') is damaged ({d}); it is opened read-only as always, \
+                 but files in its damaged areas may be missing or unreadable",
+                i.name,
+                i.path.display()
+            )
+        })
+    })
+}
+
 /// The QEMU micro-VM implementation of [`BlockRestoreDriver`], on a
 /// [`Manager`].
 pub struct QemuDriver {
@@ -164,6 +179,9 @@ impl QemuDriver {
         }
         let mut notes = Vec::new();
         let got = self.manager.ensure_vm(source, &mut notes).await;
+        if let Ok((_, entry)) = &got {
+            notes.extend(damage_warnings(&entry.images));
+        }
         self.note_all(notes);
         let (_, entry) = got.map_err(|error| DriverError::Open {
             source_arg: source.to_owned(),

@@ -194,29 +194,13 @@ pub enum SourceError {
         /// Why it is refused.
         reason: String,
     },
-    /// A file qemu reads as raw bytes but that holds no disk.
+    /// A file too small to hold a disk.
     #[error("'{path}' does not look like a disk image: {reason}")]
     NotADisk {
         /// The file.
         path: PathBuf,
         /// What was looked for.
         reason: String,
-    },
-    /// A disk whose content is known and that no Linux driver reads.
-    #[error("'{path}' cannot be opened: {reason} (it is refused before a VM starts)")]
-    NoDriver {
-        /// The file.
-        path: PathBuf,
-        /// What it holds and why it cannot be read.
-        reason: &'static str,
-    },
-    /// `qemu-img check` found the image damaged.
-    #[error("'{path}' is damaged ({detail}); it may be truncated or corrupt: check it with 'qemu-img check' or restore it from another copy")]
-    Damaged {
-        /// The image.
-        path: PathBuf,
-        /// What qemu-img check reported.
-        detail: String,
     },
     /// A backing chain longer than [`MAX_CHAIN_DEPTH`].
     #[error("backing chain of '{image}' is longer than {max} images: refused")]
@@ -293,6 +277,10 @@ pub struct DiskImage {
     pub virtual_size: u64,
     /// Device, inode, size and mtime of the file.
     pub identity: ImageIdentity,
+    /// What `qemu-img check` found wrong with an image that is opened anyway
+    /// (read-only, as every image); the user is warned on each use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damage: Option<String>,
 }
 
 /// Classifies a SOURCE argument.
@@ -443,6 +431,7 @@ pub fn resolve_images(src: &Source) -> Result<Vec<DiskImage>, SourceError> {
                 format: "raw".into(),
                 virtual_size: 0,
                 identity: f.identity,
+                damage: None,
             })
             .collect());
     }
@@ -486,13 +475,14 @@ fn resolve_one(
     check_backing_chain(&f.path, &decided.format, &root)?;
     // A blank raw disk in a snapshot directory is normal (a scratch
     // disk); a lone SOURCE file that holds no disk is a mistake.
-    sanity::check_content(&f.path, &decided.format, lone_file)?;
+    let damage = sanity::check_content(&f.path, &decided.format, lone_file)?;
     let disk = DiskImage {
         name: f.name.clone(),
         path: f.path.clone(),
         format: decided.format.clone(),
         virtual_size: decided.info.virtual_size,
         identity: f.identity.clone(),
+        damage,
     };
     Ok((disk, decided))
 }

@@ -11,6 +11,7 @@ mod extract;
 mod lifecycle;
 mod matrix;
 mod ntfs;
+mod opened;
 mod parallel;
 mod refusals;
 mod stacks;
@@ -35,10 +36,13 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     ];
     v.extend(stacks::stack_groups(ctx)?);
     v.extend(refusals::bad_sources());
+    v.extend(opened::opened_sources());
     // The matrix: every image with its buckets.
     for (key, weight) in [
         ("gpt.img", 100),
         ("gpt.qcow2", 60),
+        // Zeroed refcounts (qemu-img check: corruptions), every byte intact.
+        ("damaged.qcow2", 40),
         ("mbr.img", 50),
         ("mbr.vmdk", 50),
         ("raw-ext4.img", 30),
