@@ -73,6 +73,9 @@ NEEDS=(
     "flex flex"
     "/usr/include/libelf.h libelf-dev"
     "/usr/include/openssl/ssl.h libssl-dev"
+    # The guest daemon links util-linux's libblkid statically (restore-daemon/build.rs).
+    "/usr/lib/*/libblkid.a libblkid-dev"
+    "pkg-config pkgconf"
     "mkfs.ext4 e2fsprogs"
     "mkfs.xfs xfsprogs"
     "mkfs.btrfs btrfs-progs"

@@ -1,12 +1,10 @@
-//! Filesystem detection from superblock magic.
+//! Filesystem types, and detection from superblock magic.
 //!
-//! Pure code on a byte buffer: the guest daemon uses it to pick mount
-//! options, the host to refuse a file that holds no disk at all.
-//!
-//! The daemon never tries every filesystem type blindly: it reads the first
-//! 72 KiB of a bucket and looks for the magic numbers of the types it knows.
-//! What it finds decides the mount options (or that the bucket cannot be
-//! mounted at all: swap, LUKS, LVM PVs, unknown data).
+//! [`FsType`] is the guest daemon's vocabulary: what it mounts, with which
+//! options, and what it cannot. The daemon names what a device holds with
+//! util-linux's libblkid (`restore-daemon/src/probe/`); the magic tables
+//! here remain for what libblkid does not say (UFS1 or UFS2, which the
+//! mount option needs) and are fuzzed as untrusted-input parsers.
 
 use std::fmt;
 use std::io::{Read, Seek, SeekFrom};

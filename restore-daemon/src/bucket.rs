@@ -22,8 +22,15 @@ pub struct Bucket {
     pub device: PathBuf,
     /// Size in bytes.
     pub size: u64,
-    /// Detected filesystem type.
+    /// Detected filesystem type: how the daemon treats it.
     pub fstype: FsType,
+    /// The type's name as users see it (libblkid's: `ext4`, `BitLocker`,
+    /// `reiserfs`, `unknown`).
+    pub type_name: String,
+    /// The filesystem's label, when it has one.
+    pub label: Option<String>,
+    /// Why it cannot be mounted, when it cannot (its type says so).
+    pub not_mountable: Option<String>,
     /// For LUKS containers: `LUKS1` or `LUKS2`.
     pub encryption: Option<String>,
     /// For LUKS containers: whether no passphrase has opened it yet.
@@ -78,6 +85,7 @@ impl Bucket {
             && self.name == other.name
             && self.device == other.device
             && self.fstype == other.fstype
+            && self.type_name == other.type_name
             && self.locked == other.locked
             && self.error == other.error
     }

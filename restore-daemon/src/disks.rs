@@ -9,11 +9,12 @@
 //! instead (loop devices with offsets).
 
 use crate::bucket::{Bucket, Disk, MountState, PublishedPhase};
+use crate::probe;
 use crate::stacks::{blockdev, tools};
 use crate::vpath::BucketKind;
-use file_restore_fsmagic::{self as fstype, FsType};
+use file_restore_fsmagic::FsType;
 use std::fs;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -24,17 +25,15 @@ fn sys_attr(dir: &Path, attr: &str) -> Option<String> {
         .map(|s| s.trim().to_owned())
 }
 
-/// Makes a bucket from a device node, probing its filesystem type (and
-/// for LUKS its version).
+/// Makes a bucket from a device node, naming what it holds with libblkid
+/// ([`crate::probe`]; for LUKS also its version).
 pub fn probe_bucket(kind: BucketKind, name: String, device: PathBuf) -> std::io::Result<Bucket> {
     let mut f = fs::File::open(&device)?;
-    let fstype = fstype::probe_device(&mut f)?;
     let size = f.seek(SeekFrom::End(0))?;
-    let encryption = if fstype == FsType::Luks {
-        let mut head = [0u8; 8];
-        f.seek(SeekFrom::Start(0))?;
-        f.read_exact(&mut head)?;
-        fstype::luks_version(&head).map(|v| format!("LUKS{v}"))
+    drop(f);
+    let found = probe::detect(&device)?;
+    let encryption = if found.fstype == FsType::Luks {
+        Some(format!("LUKS{}", found.version.as_deref().unwrap_or("")))
     } else {
         None
     };
@@ -47,7 +46,10 @@ pub fn probe_bucket(kind: BucketKind, name: String, device: PathBuf) -> std::io:
         name,
         device,
         size,
-        fstype,
+        fstype: found.fstype,
+        not_mountable: found.unmountable_reason(),
+        type_name: found.name,
+        label: found.label,
         locked,
         encryption,
         error: None,
@@ -65,6 +67,9 @@ pub fn broken_bucket(kind: BucketKind, name: String, error: String) -> Bucket {
         device: PathBuf::new(),
         size: 0,
         fstype: FsType::Unknown,
+        type_name: FsType::Unknown.name().to_owned(),
+        label: None,
+        not_mountable: None,
         encryption: None,
         locked: None,
         error: Some(error),
@@ -156,7 +161,7 @@ pub fn scan_disk(sys_dir: &Path) -> std::io::Result<Disk> {
             "disk {name}: {}/{} {} ({} bytes) on {}",
             b.kind.name(),
             b.name,
-            b.fstype,
+            b.type_name,
             b.size,
             b.device.display()
         );

@@ -28,6 +28,7 @@ fn virtual_entry(path: &[u8], text: &str, leaf: bool) -> Entry {
         mtime: None,
         target: None,
         fstype: None,
+        label: None,
         encryption: None,
         locked: None,
         error: None,
@@ -111,7 +112,8 @@ fn bucket_entry(parent: &[u8], b: &Bucket, text: &str) -> Entry {
         b.error.is_some() || mounts::mount_options(b.fstype).is_none(),
     );
     e.size = Some(b.size);
-    e.fstype = Some(b.fstype.name().to_owned());
+    e.fstype = Some(b.type_name.clone());
+    e.label = b.label.clone();
     e.encryption = b.encryption.clone();
     e.locked = b.locked;
     e.error = b.error.clone();
@@ -143,6 +145,7 @@ fn describe(dir: &OwnedFd, name: &[u8], full_path: &[u8]) -> Entry {
         mtime: None,
         target: None,
         fstype: None,
+        label: None,
         encryption: None,
         locked: None,
         error: None,

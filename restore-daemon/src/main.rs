@@ -23,6 +23,7 @@ mod extract;
 mod listing;
 mod mounts;
 mod pid1;
+mod probe;
 mod ready_signal;
 mod scan;
 mod server;
@@ -204,7 +205,7 @@ fn run_dev(args: DevArgs) -> anyhow::Result<()> {
             "dev bucket {disk}/{}/{}: {} ({} bytes)",
             kind.name(),
             b.name,
-            b.fstype,
+            b.type_name,
             b.size
         );
         match disks.iter_mut().find(|d| d.name == disk) {

@@ -68,15 +68,15 @@ pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBu
             open_reason.as_str()
         } else {
             bucket
-                .fstype
-                .unmountable_reason()
+                .not_mountable
+                .as_deref()
                 .unwrap_or("unsupported type")
         };
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "bucket {label} (detected type {}) cannot be mounted: {why}",
-                bucket.fstype
+                bucket.type_name
             ),
         ));
     };
@@ -110,12 +110,12 @@ pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBu
             nix::errno::Errno::ENODEV => " (the guest kernel has no driver for it)",
             _ => "",
         };
-        log::warn!("mount of {label} ({}) failed: {e}", bucket.fstype);
+        log::warn!("mount of {label} ({}) failed: {e}", bucket.type_name);
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!(
                 "bucket {label} (detected type {}) failed to mount read-only: {}{hint}",
-                bucket.fstype,
+                bucket.type_name,
                 e.desc()
             ),
         )

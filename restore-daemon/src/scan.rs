@@ -13,6 +13,7 @@
 
 use crate::bucket::{Bucket, Disk};
 use crate::disks;
+use crate::probe;
 use crate::stacks::{blockdev, luks, lvm, md, tools};
 use crate::state::State;
 use crate::vpath::BucketKind;
@@ -80,8 +81,8 @@ fn candidates(disks: &[Disk]) -> Vec<(String, FsType)> {
         let Ok(node) = blockdev::node(&k) else {
             continue;
         };
-        let t = std::fs::File::open(&node)
-            .and_then(|mut f| file_restore_fsmagic::probe_device(&mut f))
+        let t = probe::detect(&node)
+            .map(|d| d.fstype)
             .unwrap_or(FsType::Unknown);
         out.push((k, t));
     }

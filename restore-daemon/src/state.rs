@@ -171,7 +171,8 @@ impl State {
                         let phase = b.phase.get();
                         BucketStatus {
                             path: format!("{}/{}", b.kind.name(), b.name),
-                            fstype: b.fstype.name().to_owned(),
+                            fstype: b.type_name.clone(),
+                            label: b.label.clone(),
                             size: b.size,
                             mounted: phase == MountPhase::Mounted,
                             mounting: phase == MountPhase::Mounting,

@@ -52,6 +52,8 @@ pub struct Listed {
     pub target: Option<String>,
     /// `fstype` (buckets only).
     pub fstype: Option<String>,
+    /// `label` (buckets with a labelled filesystem only).
+    pub label: Option<String>,
 }
 
 impl Listed {
@@ -107,7 +109,7 @@ fn depth(path: &[u8]) -> usize {
     path.split(|&b| b == b'/').filter(|c| !c.is_empty()).count()
 }
 
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 12] = [
     "filepath",
     "text",
     "type",
@@ -116,6 +118,7 @@ const FIELDS: [&str; 11] = [
     "mtime",
     "target",
     "fstype",
+    "label",
     "error",
     "encryption",
     "locked",
@@ -200,6 +203,15 @@ fn check_entry(listed: &[u8], item: &Value, count: usize) -> Result<Listed> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(o) => bail!("fstype is {o}, not a string"),
     };
+    let label = match obj.get("label") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(o) => bail!("label is {o}, not a string"),
+    };
+    ensure!(
+        label.is_none() || fstype.is_some(),
+        "label on an entry that is no bucket"
+    );
     if let Some(e) = obj.get("error") {
         ensure!(e.is_string(), "error is {e}, not a string");
     }
@@ -223,6 +235,7 @@ fn check_entry(listed: &[u8], item: &Value, count: usize) -> Result<Listed> {
         mtime,
         target,
         fstype,
+        label,
     };
     // Where the entry is.
     let as_itself = e.path == listed;

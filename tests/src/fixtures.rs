@@ -25,6 +25,8 @@ pub struct Bucket {
     pub name: String,
     /// blkid's type; `None` where nothing is detectable.
     pub fstype: Option<String>,
+    /// The filesystem's label, where the fixture gave one.
+    pub label: Option<String>,
     /// Content tree (`full`, `fat`), if readable.
     pub tree: Option<String>,
     /// Manifest path relative to the fixture dir, if readable.
@@ -105,6 +107,7 @@ impl Fixtures {
             .map(|(name, b)| Bucket {
                 name: name.clone(),
                 fstype: b["fstype"].as_str().map(str::to_string),
+                label: b["label"].as_str().map(str::to_string),
                 tree: b["tree"].as_str().map(str::to_string),
                 manifest: b["manifest"].as_str().map(str::to_string),
                 size: b["size"].as_u64().unwrap_or(0),

@@ -128,9 +128,13 @@ pub struct Entry {
     /// Where a symlink points (lossy UTF-8).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
-    /// For buckets: the detected filesystem type (`ext4`, `xfs`, `swap`, …).
+    /// For buckets: the detected filesystem type (`ext4`, `xfs`, `swap`, …),
+    /// as libblkid names it (also what cannot be read: `BitLocker`, `minix`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fstype: Option<String>,
+    /// For buckets: the filesystem's label, when it has one (`Windows`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// For LUKS containers: `LUKS1` or `LUKS2`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<String>,
@@ -178,6 +182,9 @@ pub struct BucketStatus {
     pub path: String,
     /// Detected filesystem type.
     pub fstype: String,
+    /// The filesystem's label, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// Size in bytes.
     pub size: u64,
     /// Whether it is mounted right now.
@@ -418,6 +425,7 @@ mod tests {
             mtime: None,
             target: Some("/etc".into()),
             fstype: None,
+            label: None,
             encryption: None,
             locked: None,
             error: None,

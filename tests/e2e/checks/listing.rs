@@ -56,8 +56,12 @@ pub fn check_text_output(ctx: &Ctx, src: &Src, path: &[u8], entries: &[Listed]) 
             }
         }
         if let Some(f) = &e.fstype {
-            if !line.contains(&format!("[{f}]")) {
-                return Err(bad("the filesystem type in brackets"));
+            let tag = match &e.label {
+                Some(l) => format!("[{f} \"{l}\""),
+                None => format!("[{f}"),
+            };
+            if !line.contains(&tag) {
+                return Err(bad("the filesystem type and label in brackets"));
             }
         }
     }
@@ -166,6 +170,15 @@ pub fn check_levels(ctx: &Ctx, src: &Src) -> Result<()> {
                         b.name,
                         e.fstype
                     );
+                    if let Some(l) = &b.label {
+                        ensure!(
+                            e.label.as_deref() == Some(l.as_str()),
+                            "{}: bucket {disk}/{}: label {:?}, want {l:?}",
+                            src.label,
+                            b.name,
+                            e.label
+                        );
+                    }
                     ensure!(
                         e.size == Some(b.size),
                         "{}: bucket {disk}/{}: size {:?}, want {} (fixtures.json)",

@@ -126,7 +126,11 @@ fn write_status_text(out: &mut impl Write, reports: &[VmReport]) -> std::io::Res
                 .buckets
                 .iter()
                 .map(|b| {
-                    let mut s = format!("{} {}", safe(&b.path), safe(&b.fstype));
+                    let mut s = format!(
+                        "{} {}",
+                        safe(&b.path),
+                        type_and_label(&b.fstype, b.label.as_deref())
+                    );
                     if let Some(enc) = &b.encryption {
                         let state = luks_state(b.locked);
                         s.push_str(&format!(" ({}, {state})", safe(enc)));
@@ -169,12 +173,13 @@ pub fn write_list(
                     safe(&e.text)
                 );
                 if let Some(fs) = &e.fstype {
+                    line.push_str(&format!(" [{}", type_and_label(fs, e.label.as_deref())));
                     match &e.encryption {
                         Some(enc) => {
                             let state = luks_state(e.locked);
-                            line.push_str(&format!(" [{} {}, {state}]", safe(fs), safe(enc)));
+                            line.push_str(&format!(" {}, {state}]", safe(enc)));
                         }
-                        None => line.push_str(&format!(" [{}]", safe(fs))),
+                        None => line.push(']'),
                     }
                 }
                 if let Some(t) = &e.target {
@@ -190,6 +195,15 @@ pub fn write_list(
     }
     writeln!(out)?;
     Ok(())
+}
+
+/// A bucket's type, and its label in quotes where it has one:
+/// `ntfs "Windows"`; both terminal-safe.
+fn type_and_label(fstype: &str, label: Option<&str>) -> String {
+    match label {
+        Some(l) => format!("{} \"{}\"", safe(fstype), safe(l)),
+        None => safe(fstype).into_owned(),
+    }
 }
 
 /// How a LUKS container is shown: `open` once a passphrase opened it, else

@@ -55,6 +55,7 @@ fn text_listing_escapes_guest_names_json_stays_exact() {
         mtime: Some(0),
         target: Some(format!("/etc/{EVIL}")),
         fstype: Some(format!("ext4{EVIL}")),
+        label: Some(format!("label{EVIL}")),
         encryption: Some(format!("LUKS{EVIL}")),
         locked: Some(true),
         error: Some(format!("bad{EVIL}")),
@@ -67,7 +68,7 @@ fn text_listing_escapes_guest_names_json_stays_exact() {
     assert_eq!(
         text,
         format!(
-            "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN} LUKS{EVIL_SHOWN}, locked] -> /etc/{EVIL_SHOWN} \
+            "l            1 1970-01-01 00:00 {EVIL_SHOWN} [ext4{EVIL_SHOWN} \"label{EVIL_SHOWN}\" LUKS{EVIL_SHOWN}, locked] -> /etc/{EVIL_SHOWN} \
              (error: bad{EVIL_SHOWN})\n"
         )
     );
@@ -94,6 +95,7 @@ fn report(name: &str, label: &str, disk: &str) -> VmReport {
             buckets: vec![file_restore_wire::BucketStatus {
                 path: format!("part/{EVIL}"),
                 fstype: format!("ext4{EVIL}"),
+                label: Some(format!("label{EVIL}")),
                 size: 1,
                 mounted: false,
                 mounting: false,
@@ -114,7 +116,7 @@ fn status_text_escapes_guest_names() {
     no_controls(&text);
     assert!(
         text.contains(&format!(
-            "  disk disk{EVIL_SHOWN}: part/{EVIL_SHOWN} ext4{EVIL_SHOWN} (LUKS{EVIL_SHOWN}, locked) \
+            "  disk disk{EVIL_SHOWN}: part/{EVIL_SHOWN} ext4{EVIL_SHOWN} \"label{EVIL_SHOWN}\" (LUKS{EVIL_SHOWN}, locked) \
              (error: gone{EVIL_SHOWN})\n"
         )),
         "{text}"

@@ -67,16 +67,19 @@ const isLocked = (e) => !!e && e.fstype === "crypto_LUKS" && e.locked !== false;
 function bucketLabel(e) {
   const parts = [e.text];
   if (e.fstype) parts.push(e.encryption ? `${e.fstype} ${e.encryption}` : e.fstype);
+  if (e.label) parts.push(`"${e.label}"`);
   if (e.size !== null && e.size !== undefined) parts.push(humanSize(e.size));
   if (e.fstype === "crypto_LUKS") parts.push(isLocked(e) ? "locked" : "open");
   return parts.join(" · ");
 }
 
-// "[crypto_LUKS LUKS2, locked]" as the CLI prints it; "[ext4]" otherwise.
+// "[crypto_LUKS LUKS2, locked]" as the CLI prints it; "[ext4]" or
+// '[ntfs "Windows"]' otherwise.
 function fstypeTag(e) {
-  if (e.fstype !== "crypto_LUKS") return `[${e.fstype}]`;
+  const type = e.label ? `${e.fstype} "${e.label}"` : e.fstype;
+  if (e.fstype !== "crypto_LUKS") return `[${type}]`;
   const enc = e.encryption ? ` ${e.encryption}` : "";
-  return `[${e.fstype}${enc}, ${isLocked(e) ? "locked" : "open"}]`;
+  return `[${type}${enc}, ${isLocked(e) ? "locked" : "open"}]`;
 }
 
 // A path of the API (base64 of raw bytes) as text, invalid UTF-8 as U+FFFD.
