@@ -86,6 +86,11 @@ NEEDS=(
     "xorriso xorriso"
     # A real APFS container for the test that it is named when refused.
     "mkapfs apfsprogs"
+    # Filesystems the guest names or reads beyond the common ones (restore-daemon's probe
+    # tests, the e2e suite): in util-linux on Debian 12, util-linux-extra on Debian 13.
+    "mkfs.minix util-linux-extra"
+    "mkfs.bfs util-linux-extra"
+    "mkfs.cramfs util-linux-extra"
     "mkntfs ntfs-3g"
     "ntfscp ntfs-3g"
     "lvm lvm2"

@@ -52,6 +52,28 @@ pub enum FsType {
     Jfs,
     /// HFS (classic Mac OS; an HFS wrapper around HFS+ is detected as HFS+).
     Hfs,
+    /// ReiserFS 3.x (older Linux installations; the kernel dropped it after 6.12).
+    Reiserfs,
+    /// NILFS2 (log-structured).
+    Nilfs2,
+    /// Minix (v1-v3).
+    Minix,
+    /// romfs (read-only, embedded).
+    Romfs,
+    /// cramfs (read-only, compressed, embedded).
+    Cramfs,
+    /// HPFS (OS/2).
+    Hpfs,
+    /// BeFS (BeOS, Haiku).
+    Befs,
+    /// BFS (SCO UnixWare boot filesystem).
+    Bfs,
+    /// System V / Xenix / Coherent.
+    Sysv,
+    /// Veritas VxFS (read by Linux's freevxfs).
+    Vxfs,
+    /// QNX4.
+    Qnx4,
     /// An APFS container (Apple); no Linux driver reads it.
     Apfs,
     /// An LVM2 physical volume.
@@ -91,6 +113,17 @@ impl FsType {
             FsType::Erofs => "erofs",
             FsType::Jfs => "jfs",
             FsType::Hfs => "hfs",
+            FsType::Reiserfs => "reiserfs",
+            FsType::Nilfs2 => "nilfs2",
+            FsType::Minix => "minix",
+            FsType::Romfs => "romfs",
+            FsType::Cramfs => "cramfs",
+            FsType::Hpfs => "hpfs",
+            FsType::Befs => "befs",
+            FsType::Bfs => "bfs",
+            FsType::Sysv => "sysv",
+            FsType::Vxfs => "vxfs",
+            FsType::Qnx4 => "qnx4",
             FsType::Apfs => "apfs",
             FsType::LvmPv => "LVM2_member",
             FsType::Swap => "swap",

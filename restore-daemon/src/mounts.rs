@@ -38,6 +38,19 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         FsType::Erofs => ("erofs", ""),
         // JFS opens its journal only on read-write mounts (replay is fsck.jfs's job).
         FsType::Jfs => ("jfs", "iocharset=utf8"),
+        // Drivers of older and other systems, read-only. NILFS2 would roll its log
+        // forward on mount without norecovery.
+        FsType::Reiserfs => ("reiserfs", ""),
+        FsType::Nilfs2 => ("nilfs2", "norecovery"),
+        FsType::Minix => ("minix", ""),
+        FsType::Romfs => ("romfs", ""),
+        FsType::Cramfs => ("cramfs", ""),
+        FsType::Hpfs => ("hpfs", ""),
+        FsType::Befs => ("befs", ""),
+        FsType::Bfs => ("bfs", ""),
+        FsType::Sysv => ("sysv", ""),
+        FsType::Vxfs => ("freevxfs", ""),
+        FsType::Qnx4 => ("qnx4", ""),
         FsType::Apfs
         | FsType::LvmPv
         | FsType::Swap

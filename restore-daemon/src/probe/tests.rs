@@ -54,17 +54,54 @@ fn names_type_label_and_version() {
     assert!(d.unmountable_reason().unwrap().contains("swap"));
 }
 
+/// Filesystems of older and other systems: named and mapped to their drivers.
+#[test]
+fn names_older_filesystems() {
+    let dir = tempfile::tempdir().unwrap();
+    let minix = blank(dir.path(), "minix.img", 8);
+    run("mkfs.minix", &["-3"], &minix);
+    let bfs = blank(dir.path(), "bfs.img", 8);
+    run("mkfs.bfs", &[], &bfs);
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(tree.join("a.txt"), "a").unwrap();
+    let cramfs = dir.path().join("cramfs.img");
+    let st = Command::new("mkfs.cramfs")
+        .arg(&tree)
+        .arg(&cramfs)
+        .output()
+        .expect("mkfs.cramfs: run scripts/deps.sh");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    for (img, t, name) in [
+        (&minix, FsType::Minix, "minix"),
+        (&bfs, FsType::Bfs, "bfs"),
+        (&cramfs, FsType::Cramfs, "cramfs"),
+    ] {
+        let d = detect(img).unwrap();
+        assert_eq!((d.fstype, d.name.as_str()), (t, name));
+        assert_eq!(d.unmountable_reason(), None);
+    }
+}
+
 /// What the guest cannot read is still named, with the reason.
 #[test]
 fn names_what_it_cannot_mount() {
     let dir = tempfile::tempdir().unwrap();
-    let minix = blank(dir.path(), "minix.img", 8);
-    run("mkfs.minix", &["-3"], &minix);
-    let d = detect(&minix).unwrap();
-    assert_eq!((d.fstype, d.name.as_str()), (FsType::Unknown, "minix"));
+    let journal = blank(dir.path(), "journal.img", 8);
+    run(
+        "mke2fs",
+        &["-q", "-F", "-O", "journal_dev", "-b", "4096"],
+        &journal,
+    );
+    let d = detect(&journal).unwrap();
+    assert_eq!((d.fstype, d.name.as_str()), (FsType::Unknown, "jbd"));
     assert_eq!(
         d.unmountable_reason().unwrap(),
-        "minix: the restore VM has no driver for it"
+        "it is an ext3/ext4 external journal and holds no files"
     );
 
     let zeros = blank(dir.path(), "zeros.img", 4);

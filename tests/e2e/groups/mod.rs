@@ -11,6 +11,7 @@ mod extract;
 mod lifecycle;
 mod matrix;
 mod ntfs;
+mod older;
 mod opened;
 mod parallel;
 mod refusals;
@@ -37,6 +38,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(stacks::stack_groups(ctx)?);
     v.extend(refusals::bad_sources());
     v.extend(opened::opened_sources());
+    v.extend(older::older_filesystems());
     // The matrix: every image with its buckets.
     for (key, weight) in [
         ("gpt.img", 100),
