@@ -200,6 +200,7 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         endpoint::EXTRACT,
         endpoint::STOP,
         endpoint::UNLOCK,
+        endpoint::MAP,
     ]
     .contains(&endpoint)
     {
@@ -255,6 +256,20 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
             })?;
             let (head, body) = extract::extract(state, path, format, zstd, range, permit).await?;
             Ok(stream_response(head, body))
+        }
+        endpoint::MAP => {
+            expect(Method::GET)?;
+            let path = path_param(&q)?;
+            let from = match param(&q, "from") {
+                None => 0,
+                Some(v) => v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("from={v:?} is not a byte offset"))
+                })?,
+            };
+            Ok(json(
+                StatusCode::OK,
+                &crate::map::map(state, path, from).await?,
+            ))
         }
         endpoint::STOP => {
             expect(Method::POST)?;

@@ -160,30 +160,7 @@ pub async fn extract(
             let root = bucket_root(&st2, &disk, kind, &bucket)?;
             match format {
                 ExtractFormat::Plain => {
-                    // O_PATH first: opening a FIFO for reading would block
-                    // until a writer appears (never, on a read-only image),
-                    // and opening a device has side effects. Only a regular
-                    // file is then opened for reading.
-                    let path_fd = root
-                        .open_at(&rest, libc::O_PATH, Last::Follow)
-                        .map_err(|e| ApiError::io(&label, &e))?;
-                    let st = confine::fstat(&path_fd).map_err(|e| ApiError::io(&label, &e))?;
-                    check_plain_type(&label, st.st_mode)?;
-                    let fd = root
-                        .open_at(
-                            &rest,
-                            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
-                            Last::Follow,
-                        )
-                        .map_err(|e| ApiError::io(&label, &e))?;
-                    let st2 = confine::fstat(&fd).map_err(|e| ApiError::io(&label, &e))?;
-                    check_plain_type(&label, st2.st_mode)?;
-                    if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
-                        return Err(ApiError::new(
-                            StatusCode::CONFLICT,
-                            format!("{label} changed while it was opened"),
-                        ));
-                    }
+                    let (file, st) = open_regular(&root, &rest, &label)?;
                     let size = st.st_size.max(0) as u64;
                     let span = resolve_range(range, size)?;
                     let (status, start, len, content_range) = match span {
@@ -206,7 +183,7 @@ pub async fn extract(
                         content_range,
                         filename: if zstd { format!("{name}.zst") } else { name },
                     };
-                    Ok((head, Job::Plain(File::from(fd), start, len)))
+                    Ok((head, Job::Plain(file, start, len)))
                 }
                 ExtractFormat::Zip | ExtractFormat::Tar => {
                     let fd = root
@@ -256,6 +233,39 @@ pub async fn extract(
         },
     )
     .await
+}
+
+/// Opens `rest` below `root` for reading if it is a regular file (after
+/// symlinks, confined to the bucket), with its `stat`.
+pub fn open_regular(
+    root: &confine::Root,
+    rest: &[u8],
+    label: &str,
+) -> Result<(File, libc::stat), ApiError> {
+    // O_PATH first: opening a FIFO for reading would block until a writer
+    // appears (never, on a read-only image), and opening a device has side
+    // effects. Only a regular file is then opened for reading.
+    let path_fd = root
+        .open_at(rest, libc::O_PATH, Last::Follow)
+        .map_err(|e| ApiError::io(label, &e))?;
+    let st = confine::fstat(&path_fd).map_err(|e| ApiError::io(label, &e))?;
+    check_plain_type(label, st.st_mode)?;
+    let fd = root
+        .open_at(
+            rest,
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+            Last::Follow,
+        )
+        .map_err(|e| ApiError::io(label, &e))?;
+    let st2 = confine::fstat(&fd).map_err(|e| ApiError::io(label, &e))?;
+    check_plain_type(label, st2.st_mode)?;
+    if (st2.st_dev, st2.st_ino) != (st.st_dev, st.st_ino) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("{label} changed while it was opened"),
+        ));
+    }
+    Ok((File::from(fd), st2))
 }
 
 /// Plain extraction serves regular files only; anything else is a 400

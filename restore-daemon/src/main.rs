@@ -21,6 +21,7 @@ mod disks;
 mod error;
 mod extract;
 mod listing;
+mod map;
 mod mounts;
 mod pid1;
 mod probe;

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+pub mod map;
 pub mod proof;
 pub mod vpath;
 
@@ -58,6 +59,9 @@ pub mod endpoint {
     /// every locked LUKS container, open what they fit (read-only) and scan
     /// what appears; answers an [`crate::UnlockAnswer`].
     pub const UNLOCK: &str = "/api/unlock";
+    /// `GET ?path=<base64>[&from=<byte offset>]`: where a regular file's
+    /// bytes lie on the VM's disks, one page at a time ([`crate::map::FileMap`]).
+    pub const MAP: &str = "/api/map";
 }
 
 /// The kind of an entry, serialized as one letter.
