@@ -187,8 +187,29 @@ def image_header(tmp):
         write("image_header", name, bytes([selector]) + data)
 
 
+def big_file():
+    """An NBD handshake (greeting, an option reply head, an export info) and
+    guest map pages: a good two-page map, one without progress, one with a gap."""
+    import struct
+    greeting = struct.pack(">QQH", 0x4E42444D41474943, 0x49484156454F5054, 3)
+    head = struct.pack(">QIII", 0x0003E889045565A9, 7, 3, 12)
+    write("big_file", "handshake.bin", greeting + head + bytes([1]) + struct.pack(">HQH", 0, 4096, 1))
+    pages = [
+        ("two-pages.jsonl",
+         '{"size":100,"extents":[{"offset":0,"length":40,"disk":"d0","disk_offset":4096},'
+         '{"offset":40,"length":10}],"next":50}\n'
+         '{"size":100,"extents":[{"offset":50,"length":50,"disk":"d1","disk_offset":0}]}\n'),
+        ("no-progress.jsonl", '{"size":10,"extents":[{"offset":0,"length":5}],"next":0}\n'),
+        ("gap.jsonl",
+         '{"size":10,"extents":[{"offset":0,"length":4,"disk":"d0","disk_offset":0},'
+         '{"offset":5,"length":5}]}\n'),
+    ]
+    for name, text in pages:
+        write("big_file", name, text.encode())
+
+
 def main():
-    for target in ["fsmagic", "api_path", "unpack", "image_header"]:
+    for target in ["fsmagic", "api_path", "unpack", "image_header", "big_file"]:
         d = os.path.join(SEEDS, target)
         if os.path.isdir(d):
             for f in os.listdir(d):
@@ -200,6 +221,7 @@ def main():
     unpack()
     with tempfile.TemporaryDirectory() as tmp:
         image_header(tmp)
+    big_file()
     return 0
 
 

@@ -12,10 +12,13 @@
 //! | [`api_path`] | the API path grammar and path encoding | no panic; canonical forms parse back to themselves |
 //! | [`unpack`] | the host's tar unpacker | no panic; nothing written outside TARGET, nothing outside it changed |
 //! | [`image_header`] | image format decision and backing-chain checks | no panic; an accepted image makes QEMU open no file outside the store |
+//! | [`big_file`] | the NBD handshake parsers and the checks of a guest's file map | no panic; an accepted map tiles the file exactly and names only known disks |
 
+mod big_file;
 mod image;
 mod unpack;
 
+pub use big_file::big_file;
 pub use image::image_header;
 pub use unpack::unpack;
 
@@ -32,6 +35,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("api_path", api_path),
     ("unpack", unpack),
     ("image_header", image_header),
+    ("big_file", big_file),
 ];
 
 /// Filesystem detection on an arbitrary device start.

@@ -17,8 +17,10 @@ use std::sync::{Arc, Mutex};
 
 use file_restore_wire::{Entry, ExtractFormat, UnlockAnswer};
 
+use crate::guest::client::mapped::{self, MapOutcome, MappedReader};
 use crate::guest::client::DaemonClient;
 use crate::manager::{Manager, ManagerError};
+use crate::vm::RunningVm;
 
 /// The types of this interface that come from below it, so a frontend
 /// needs no other module: the daemon's errors, an extract stream, a VM's
@@ -118,13 +120,69 @@ fn damage_warnings(images: &[crate::source::DiskImage]) -> impl Iterator<Item = 
     })
 }
 
+/// Files at least this large are read from the disks by their map when
+/// they can be (`GET /api/map` + QEMU's NBD export); smaller ones stream
+/// through the guest, where the map's extra round trip would cost more than
+/// it saves (docs/BENCHMARKS.md).
+pub const MAP_THRESHOLD: u64 = 4 << 20;
+
+/// When a plain file is read from the disks by its map rather than through
+/// the guest: `FILE_RESTORE_MAP` = `auto` (the default: files of at least
+/// [`MAP_THRESHOLD`] bytes), `off` (never) or `always` (any size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MapPolicy {
+    /// Files of at least [`MAP_THRESHOLD`] bytes.
+    Auto,
+    /// Never: every byte through the guest.
+    Off,
+    /// Every mappable file, whatever its size.
+    Always,
+}
+
+impl MapPolicy {
+    /// The policy `FILE_RESTORE_MAP` asks for (a bad value is warned about
+    /// and taken as `auto`).
+    pub fn from_env() -> MapPolicy {
+        match std::env::var("FILE_RESTORE_MAP").as_deref() {
+            Err(_) | Ok("") | Ok("auto") => MapPolicy::Auto,
+            Ok("off") => MapPolicy::Off,
+            Ok("always") => MapPolicy::Always,
+            Ok(other) => {
+                log::warn!("FILE_RESTORE_MAP={other:?} is not auto, off or always; using auto");
+                MapPolicy::Auto
+            }
+        }
+    }
+
+    /// The smallest file mapped, `None`: none.
+    fn min_size(self) -> Option<u64> {
+        match self {
+            MapPolicy::Auto => Some(MAP_THRESHOLD),
+            MapPolicy::Off => None,
+            MapPolicy::Always => Some(0),
+        }
+    }
+}
+
 /// The QEMU micro-VM implementation of [`BlockRestoreDriver`], on a
 /// [`Manager`].
 pub struct QemuDriver {
     manager: Manager,
     /// The daemon client of the VM last used for each SOURCE argument.
     clients: Mutex<HashMap<String, DaemonClient>>,
+    /// That VM's drives, for reading big files from QEMU's export.
+    drives: Mutex<HashMap<String, Arc<Drives>>>,
+    /// When files are read by their map.
+    map_policy: MapPolicy,
     notes: NoteSink,
+}
+
+/// A VM's drives as QEMU knows them: what the export needs.
+#[derive(Debug)]
+struct Drives {
+    vm: RunningVm,
+    /// `(disk name in the guest (virtio serial), QEMU drive id)`.
+    ids: Vec<(String, String)>,
 }
 
 /// Whether a failed call may mean the VM is gone (rather than the daemon
@@ -147,6 +205,8 @@ impl QemuDriver {
         Arc::new(QemuDriver {
             manager,
             clients: Mutex::new(HashMap::new()),
+            drives: Mutex::new(HashMap::new()),
+            map_policy: MapPolicy::from_env(),
             notes,
         })
     }
@@ -170,6 +230,10 @@ impl QemuDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(source);
+        self.drives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(source);
     }
 
     /// The client of `source`'s VM, started or reused through the manager.
@@ -188,11 +252,123 @@ impl QemuDriver {
             error,
         })?;
         let client = entry.vm.client();
+        let names: Vec<&str> = entry.images.iter().map(|i| i.name.as_str()).collect();
+        let ids = crate::qemu::disk_serials(&names)
+            .into_iter()
+            .enumerate()
+            .map(|(i, serial)| (serial, format!("drive{i}")))
+            .collect();
+        self.drives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                source.to_owned(),
+                Arc::new(Drives {
+                    vm: entry.vm.clone(),
+                    ids,
+                }),
+            );
         self.clients
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(source.to_owned(), client.clone());
         Ok(client)
+    }
+
+    /// A stream of the regular file `path` read from the disks by its map,
+    /// or `None` (with the reason logged) when it is to be streamed through
+    /// the guest: small, not mappable, or the map or export failed.
+    async fn try_mapped(
+        &self,
+        source: &str,
+        client: &DaemonClient,
+        path: &[u8],
+        range: Option<(u64, Option<u64>)>,
+    ) -> Option<ExtractStream> {
+        let shown = String::from_utf8_lossy(path).into_owned();
+        let Some(min_size) = self.map_policy.min_size() else {
+            log::info!("{shown}: streamed through the guest (FILE_RESTORE_MAP=off)");
+            return None;
+        };
+        let drives = self
+            .drives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(source)
+            .cloned()?;
+        let names: Vec<String> = drives.ids.iter().map(|(s, _)| s.clone()).collect();
+        let layout = match mapped::fetch_layout(client, path, &names, min_size).await {
+            Ok(MapOutcome::Layout(l)) => l,
+            Ok(MapOutcome::Stream { reason, .. }) => {
+                log::info!("{shown}: streamed through the guest ({reason})");
+                return None;
+            }
+            Err(e) => {
+                log::info!("{shown}: streamed through the guest (no map: {e})");
+                return None;
+            }
+        };
+        let (first, last) = match range {
+            None => (0, layout.size.saturating_sub(1)),
+            Some((a, b)) => {
+                let b = b.unwrap_or(u64::MAX).min(layout.size.saturating_sub(1));
+                if a > b || a >= layout.size {
+                    // Let the daemon answer the unsatisfiable range.
+                    return None;
+                }
+                (a, b)
+            }
+        };
+        let exports: Vec<String> = layout
+            .disks
+            .iter()
+            .filter_map(|d| {
+                drives
+                    .ids
+                    .iter()
+                    .find(|(s, _)| s == d)
+                    .map(|(_, id)| id.clone())
+            })
+            .collect();
+        let socket =
+            match crate::qemu::export::ensure(&drives.vm.qmp_socket, &drives.vm.run_dir, &exports)
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    log::warn!("{shown}: streamed through the guest (QEMU's export: {e})");
+                    return None;
+                }
+            };
+        let exports = exports
+            .iter()
+            .map(|id| crate::qemu::export::export_name(id))
+            .collect();
+        log::info!(
+            "{shown}: read from the disks through QEMU's NBD export ({} extents, {} bytes)",
+            layout.runs.len(),
+            layout.size
+        );
+        let content_range = range.map(|_| format!("bytes {first}-{last}/{}", layout.size));
+        let reader = MappedReader::start(
+            &layout,
+            exports,
+            socket,
+            (first, last),
+            client.response_timeout(),
+            client.clone(),
+        );
+        Some(ExtractStream::mapped(
+            reader,
+            client.addr().clone(),
+            if layout.size == 0 {
+                0
+            } else {
+                last - first + 1
+            },
+            content_range,
+            client.response_timeout(),
+        ))
     }
 
     /// Runs `call` on `source`'s VM; once more on a fresh VM when the cached
@@ -231,6 +407,10 @@ impl BlockRestoreDriver for QemuDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
+        self.drives
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(stopped)
     }
 
@@ -256,6 +436,12 @@ impl BlockRestoreDriver for QemuDriver {
         zstd: bool,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<ExtractStream, DriverError> {
+        if format == ExtractFormat::Plain && !zstd {
+            let client = self.client(source).await?;
+            if let Some(stream) = self.try_mapped(source, &client, path, range).await {
+                return Ok(stream);
+            }
+        }
         self.with_vm(source, |c| async move {
             c.extract(path, format, zstd, range).await
         })

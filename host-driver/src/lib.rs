@@ -4,16 +4,19 @@
 //! The folders are layers; a module imports only from the layers below it:
 //!
 //! ```text
-//! bin → web, cli → driver → manager → vm, source → guest, helper, qemu → util
+//! bin → web, cli → driver → manager → vm, source → guest, helper, qemu → nbd, util
 //! sink → guest, unpack, util
 //! ```
 //!
 //! - [`util`]: process spawning, install dirs, terminal-safe text, the clock, progress.
-//! - [`qemu`]: the QEMU command line as plain data, QMP, nbd:// URI shape.
+//! - [`qemu`]: the QEMU command line as plain data, QMP, the read-only NBD export
+//!   of a VM's drives, nbd:// URI shape.
 //! - [`helper`]: the request to `file-restore-helper` (the only part that
 //!   may be installed setuid root), its checks, CIDs, boot policy, the
 //!   per-VM initramfs with the ticket.
-//! - [`guest`]: vsock transport, the ready signal, the daemon's HTTP API client.
+//! - [`nbd`]: a small NBD client, for reading big files from QEMU's export of the disks.
+//! - [`guest`]: vsock transport, the ready signal, the daemon's HTTP API client,
+//!   a big file read from the disks by the map the daemon gives.
 //! - [`vm`]: a started VM, its run directory, starting ([`vm::launch`],
 //!   used only by the manager), stopping, the keeper.
 //! - [`source`]: what SOURCE is, its images, their formats and backing chains.
@@ -32,6 +35,7 @@ pub mod driver;
 pub mod guest;
 pub mod helper;
 pub mod manager;
+pub mod nbd;
 pub mod qemu;
 pub mod sink;
 pub mod source;

@@ -4,10 +4,10 @@
 //! Beside the layers, used by the CLI: may import `guest` (the extract
 //! stream), `unpack` and `util` only.
 
-use crate::guest::client::{ClientError, ExtractStream};
+use crate::guest::client::{ClientError, ExtractStream, Segment};
 use crate::unpack::{self, UnpackOptions, UnpackStats};
 use indicatif::ProgressBar;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::mpsc;
 
@@ -88,15 +88,30 @@ pub async fn write_file_atomically(
         })?;
     let bar = progress(stream.content_length);
     let mut written = 0u64;
-    while let Some(chunk) = stream.next_chunk().await? {
-        tmp.write_all(&chunk).map_err(|e| OutputError::Write {
-            what: "writing",
-            path: shown.clone(),
-            source: e,
-        })?;
-        written += chunk.len() as u64;
-        bar.inc(chunk.len() as u64);
+    let write_err = |e| OutputError::Write {
+        what: "writing",
+        path: shown.clone(),
+        source: e,
+    };
+    while let Some(segment) = stream.next_segment().await? {
+        match segment {
+            Segment::Data(chunk) => {
+                tmp.write_all(&chunk).map_err(write_err)?;
+                written += chunk.len() as u64;
+                bar.inc(chunk.len() as u64);
+            }
+            // A hole stays a hole: seek over it (the length is set below).
+            Segment::Zeros(n) => {
+                let to = i64::try_from(n).map_err(|_| {
+                    write_err(std::io::Error::other("a hole larger than a file can be"))
+                })?;
+                tmp.seek(SeekFrom::Current(to)).map_err(write_err)?;
+                written += n;
+                bar.inc(n);
+            }
+        }
     }
+    tmp.as_file().set_len(written).map_err(write_err)?;
     // tempfile creates 0600; the result should look like any new file.
     use std::os::unix::fs::PermissionsExt;
     let mode = 0o666 & !current_umask();

@@ -19,6 +19,11 @@ Directory of the VM map and the VMs' run directories (default
 \fBFILE_RESTORE_HELPER\fR
 The \fBfile\-restore\-helper\fR to start QEMU through.
 .TP
+\fBFILE_RESTORE_MAP\fR
+When a file is read from the disks through QEMU's read\-only NBD export instead of
+through the guest: \fIauto\fR (default: mappable files of 4 MiB and more), \fIoff\fR
+(never) or \fIalways\fR (any size). \fB\-v\fR says which way each file went.
+.TP
 \fBRUST_LOG\fR
 Log filter in env_logger syntax (e.g. \fIfile_restore=debug\fR); overrides \fB\-v\fR.
 .SH FILES

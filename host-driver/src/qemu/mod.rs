@@ -11,9 +11,11 @@
 //! serial, and vsock either through the kernel (`vhost-vsock-device`) or a
 //! vhost-user sidecar (which needs guest RAM in a shared memfd).
 //!
-//! Folder: `qmp` (QEMU's control socket) and [`nbd`] (the shape of the
+//! Folder: `qmp` (QEMU's control socket), [`export`] (QEMU's read-only NBD
+//! export of a VM's drives, for big files) and [`nbd`] (the shape of the
 //! nbd:// URIs QEMU is given). May import only `util`.
 
+pub mod export;
 pub mod nbd;
 pub(crate) mod qmp;
 

@@ -21,6 +21,11 @@ use tokio::net::UnixStream;
 /// Pause between attempts to reach a QMP socket that is not there yet.
 const RETRY: Duration = Duration::from_millis(10);
 
+/// Most QMP messages (events) read while waiting for one answer.
+const MAX_EVENTS: usize = 256;
+/// Longest QMP line accepted.
+const MAX_ANSWER: usize = 1 << 20;
+
 /// A QMP connection after the handshake.
 pub(crate) struct Qmp {
     lines: Lines<BufReader<OwnedReadHalf>>,
@@ -52,6 +57,52 @@ impl Qmp {
             ));
         }
         Ok(qmp)
+    }
+
+    /// Sends `command` with `arguments` and returns its `return` value, or
+    /// QEMU's error description as the error. Events QEMU sends in between
+    /// are skipped (at most [`MAX_EVENTS`]); the caller bounds the time.
+    pub(crate) async fn call(
+        &mut self,
+        command: &str,
+        arguments: serde_json::Value,
+    ) -> io::Result<Result<serde_json::Value, String>> {
+        let msg = serde_json::json!({"execute": command, "arguments": arguments});
+        self.write.write_all(format!("{msg}\n").as_bytes()).await?;
+        for _ in 0..MAX_EVENTS {
+            let Some(line) = self.lines.next_line().await? else {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("QEMU closed QMP during {command}"),
+                ));
+            };
+            if line.len() > MAX_ANSWER {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("QMP answer to {command} longer than {MAX_ANSWER} bytes"),
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("QMP answer to {command}: {e}"),
+                )
+            })?;
+            if let Some(r) = v.get("return") {
+                return Ok(Ok(r.clone()));
+            }
+            if let Some(e) = v.get("error") {
+                let desc = e
+                    .get("desc")
+                    .and_then(|d| d.as_str())
+                    .unwrap_or("unknown error");
+                return Ok(Err(desc.to_owned()));
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no answer to {command} among {MAX_EVENTS} QMP messages"),
+        ))
     }
 
     /// Sends a command without arguments and returns the next line (its

@@ -4,11 +4,13 @@
 //! group share (the VM of a source in status, a group's teardown, the
 //! helper servers); the groups are by kind: `matrix` (every image and its
 //! buckets) with `extract` (the CLI's extract modes), `lifecycle`,
-//! `parallel`, `refusals`, `stacks` (LVM, md, LUKS) and `ntfs`. Imports:
+//! `parallel`, `refusals`, `stacks` (LVM, md, LUKS), `ntfs` and `mapped` (big
+//! files read from the disks by their map). Imports:
 //! `checks`, `Ctx` and the `file_restore_tests` library.
 
 mod extract;
 mod lifecycle;
+mod mapped;
 mod matrix;
 mod ntfs;
 mod older;
@@ -39,6 +41,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(refusals::bad_sources());
     v.extend(opened::opened_sources());
     v.extend(older::older_filesystems());
+    v.extend(mapped::mapped_groups());
     // The matrix: every image with its buckets.
     for (key, weight) in [
         ("gpt.img", 100),

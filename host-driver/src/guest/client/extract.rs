@@ -1,5 +1,6 @@
 //! The streaming answer of an extract call, with an idle limit on every wait
-//! for data.
+//! for data: from the daemon over HTTP, or a big file read from the disks
+//! by its map ([`super::mapped`]).
 
 use std::future::Future;
 use std::io;
@@ -15,8 +16,31 @@ use hyper::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use hyper::Response;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use super::mapped::{MappedReader, Piece};
 use super::ClientError;
 use crate::guest::transport::VsockAddr;
+
+/// Zeros handed out for holes of a mapped file.
+static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+
+/// A piece of an extract as [`ExtractStream::next_segment`] gives it.
+#[derive(Debug)]
+pub enum Segment {
+    /// Bytes.
+    Data(Bytes),
+    /// This many zero bytes (a hole of a mapped file): a file sink may seek
+    /// over them.
+    Zeros(u64),
+}
+
+/// Where the bytes come from.
+#[derive(Debug)]
+enum Origin {
+    /// The daemon's HTTP answer.
+    Http(Incoming),
+    /// QEMU's export of the disks, by the file's map.
+    Mapped(MappedReader),
+}
 
 /// A streaming extract answer: headers up front, the body chunk by chunk.
 ///
@@ -34,8 +58,10 @@ pub struct ExtractStream {
     /// `Content-Range` of a 206 answer.
     pub content_range: Option<String>,
     addr: VsockAddr,
-    body: Incoming,
+    body: Origin,
     pending: Bytes,
+    /// Zero bytes still to hand out before the next piece.
+    zeros: u64,
     /// Longest wait for the next piece of data.
     idle: Duration,
     /// Armed while [`AsyncRead::poll_read`] waits for data.
@@ -59,11 +85,67 @@ impl ExtractStream {
             content_type,
             content_range,
             addr,
-            body: resp.into_body(),
+            body: Origin::Http(resp.into_body()),
             pending: Bytes::new(),
+            zeros: 0,
             idle,
             idle_timer: None,
         }
+    }
+
+    /// A stream of `content_length` bytes of a file read by its map.
+    pub fn mapped(
+        reader: MappedReader,
+        addr: VsockAddr,
+        content_length: u64,
+        content_range: Option<String>,
+        idle: Duration,
+    ) -> Self {
+        ExtractStream {
+            status: if content_range.is_some() { 206 } else { 200 },
+            content_length: Some(content_length),
+            content_type: Some("application/octet-stream".into()),
+            content_range,
+            addr,
+            body: Origin::Mapped(reader),
+            pending: Bytes::new(),
+            zeros: 0,
+            idle,
+            idle_timer: None,
+        }
+    }
+
+    /// Whether the bytes come from the disks by the file's map rather
+    /// than through the guest.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.body, Origin::Mapped(_))
+    }
+
+    /// The next piece: data, or (from a mapped file) a run of zeros;
+    /// `None` at the end.
+    pub async fn next_segment(&mut self) -> Result<Option<Segment>, ClientError> {
+        if !self.pending.is_empty() {
+            return Ok(Some(Segment::Data(std::mem::take(&mut self.pending))));
+        }
+        if self.zeros > 0 {
+            return Ok(Some(Segment::Zeros(std::mem::take(&mut self.zeros))));
+        }
+        if let Origin::Mapped(r) = &mut self.body {
+            return match r.next().await {
+                None => Ok(None),
+                Some(Ok(Piece::Data(b))) => Ok(Some(Segment::Data(b))),
+                Some(Ok(Piece::Zeros(n))) => Ok(Some(Segment::Zeros(n))),
+                Some(Err(e)) => Err(ClientError::Mapped(e)),
+            };
+        }
+        Ok(self.next_chunk().await?.map(Segment::Data))
+    }
+
+    /// Zeros from the run being handed out, at most 1 MiB.
+    fn take_zeros(&mut self) -> Bytes {
+        let n = self.zeros.min(ZEROS.len() as u64);
+        self.zeros -= n;
+        Bytes::from_static(&ZEROS[..n as usize])
     }
 
     fn idle_error(&self) -> ClientError {
@@ -79,8 +161,25 @@ impl ExtractStream {
         if !self.pending.is_empty() {
             return Ok(Some(std::mem::take(&mut self.pending)));
         }
+        if self.zeros > 0 {
+            return Ok(Some(self.take_zeros()));
+        }
+        let body = match &mut self.body {
+            Origin::Http(b) => b,
+            Origin::Mapped(r) => {
+                return match r.next().await {
+                    None => Ok(None),
+                    Some(Ok(Piece::Data(b))) => Ok(Some(b)),
+                    Some(Ok(Piece::Zeros(n))) => {
+                        self.zeros = n;
+                        Ok(Some(self.take_zeros()))
+                    }
+                    Some(Err(e)) => Err(ClientError::Mapped(e)),
+                };
+            }
+        };
         loop {
-            let frame = tokio::time::timeout(self.idle, self.body.frame()).await;
+            let frame = tokio::time::timeout(self.idle, body.frame()).await;
             let Ok(frame) = frame else {
                 return Err(self.idle_error());
             };
@@ -113,7 +212,29 @@ impl AsyncRead for ExtractStream {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         while this.pending.is_empty() {
-            match Pin::new(&mut this.body).poll_frame(cx) {
+            if this.zeros > 0 {
+                this.pending = this.take_zeros();
+                break;
+            }
+            let body = match &mut this.body {
+                Origin::Http(b) => b,
+                Origin::Mapped(r) => match r.poll_next(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Some(Ok(Piece::Data(b)))) => {
+                        this.pending = b;
+                        continue;
+                    }
+                    Poll::Ready(Some(Ok(Piece::Zeros(n)))) => {
+                        this.zeros = n;
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        return Poll::Ready(Err(io::Error::other(e.to_string())))
+                    }
+                },
+            };
+            match Pin::new(body).poll_frame(cx) {
                 Poll::Pending => {
                     let idle = this.idle;
                     let timer = this

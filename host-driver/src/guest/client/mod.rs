@@ -6,8 +6,9 @@
 //! with the guest's proof that it knows the ticket (`conn.rs`).
 //!
 //! Folder: the client and its errors here, the connection with the proof
-//! handshake (`conn.rs`), extract streams (`extract.rs`). May import
-//! `guest::transport` and `util` only.
+//! handshake (`conn.rs`), extract streams (`extract.rs`), a big file read
+//! from the disks by its map ([`mapped`]). May import `guest::transport`,
+//! `nbd` and `util` only.
 
 use std::fmt;
 use std::time::Duration;
@@ -26,7 +27,8 @@ use crate::guest::transport::{TransportError, VsockAddr};
 
 mod conn;
 mod extract;
-pub use extract::ExtractStream;
+pub mod mapped;
+pub use extract::{ExtractStream, Segment};
 
 /// Largest JSON answer (listing, status) read into memory.
 const MAX_JSON_BODY: usize = 256 << 20;
@@ -108,6 +110,9 @@ pub enum ClientError {
         /// The daemon's address.
         addr: VsockAddr,
     },
+    /// Reading a big file from the disks through QEMU's export failed.
+    #[error("reading the file from the disks through QEMU's NBD export")]
+    Mapped(#[source] crate::nbd::NbdError),
     /// The request could not be built (e.g. a ticket with control characters).
     #[error("cannot build request for {endpoint}: {detail}")]
     Request {
@@ -178,6 +183,11 @@ impl DaemonClient {
         self.connect_timeout = connect;
         self.response_timeout = response;
         self
+    }
+
+    /// The longest wait for an answer (and for each piece of a stream).
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
     }
 
     /// The daemon's address.
@@ -261,6 +271,30 @@ impl DaemonClient {
             self.addr.clone(),
             self.response_timeout,
         ))
+    }
+
+    /// One page of the map of the regular file at `path`, from file offset
+    /// `from` (`GET /api/map`). Checked by [`mapped::FileLayout`], not here.
+    pub async fn map_page(
+        &self,
+        path: &[u8],
+        from: u64,
+    ) -> Result<file_restore_wire::map::FileMap, ClientError> {
+        let uri = format!(
+            "{}?path={}&from={from}",
+            endpoint::MAP,
+            query_escape(&encode_path(path))
+        );
+        let resp = self
+            .send(Method::GET, endpoint::MAP, &uri, true, None)
+            .await?;
+        let body = self
+            .body_at_most(endpoint::MAP, resp, mapped::MAX_PAGE_BYTES)
+            .await?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
+            endpoint: endpoint::MAP,
+            detail: format!("invalid JSON: {e}"),
+        })
     }
 
     /// Sends passphrases for the VM's locked LUKS containers; the answer
@@ -387,7 +421,17 @@ impl DaemonClient {
         endpoint: &'static str,
         resp: Response<Incoming>,
     ) -> Result<Bytes, ClientError> {
-        let collect = Limited::new(resp.into_body(), MAX_JSON_BODY).collect();
+        self.body_at_most(endpoint, resp, MAX_JSON_BODY).await
+    }
+
+    /// [`Self::body`] with its own size limit.
+    async fn body_at_most(
+        &self,
+        endpoint: &'static str,
+        resp: Response<Incoming>,
+        max: usize,
+    ) -> Result<Bytes, ClientError> {
+        let collect = Limited::new(resp.into_body(), max).collect();
         Ok(tokio::time::timeout(self.response_timeout, collect)
             .await
             .map_err(|_| ClientError::Timeout {
