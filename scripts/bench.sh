@@ -12,9 +12,11 @@
 #                   target/bench/BENCHMARKS-quick.md instead of docs/BENCHMARKS.md
 #   BENCH_OUT=FILE  write the report there instead
 #   BENCH_KEEP=1    keep the work directory (outputs, raw samples) for inspection
+#   BENCH_BIG=0     skip the big-file section (scripts/bench/bigfiles.sh)
 #
 # Needs root (losetup, mount). Progress goes to stderr, the table to stdout.
-# About 7 minutes on a quiet 2-core machine with the default 5 runs (~2.5 with
+# About 15 minutes on a quiet 2-core machine with the default 5 runs, plus ~8 for the big
+# files (BENCH_BIG=0 skips them; their images are built once, ~1 min) (~2.5 with
 # BENCH_QUICK=1), longer when other VMs run; two thirds of it is libguestfs booting
 # its appliance for every call. The first libguestfs call on a fresh machine also
 # builds the supermin appliance (reported in the header, not counted).
@@ -466,6 +468,12 @@ if gf_listen "${LG_B[@]}"; then
     gf_stop "$GF"
 else
     fail lgr_extract "guestfish --listen failed: $(lastlines "$W/cmd.err")"
+fi
+
+# ================================================================ big files
+if [ "${BENCH_BIG:-1}" = 1 ]; then
+    # shellcheck source=scripts/bench/bigfiles.sh
+    source "$ROOT/scripts/bench/bigfiles.sh"
 fi
 
 # ---------------------------------------------------------------- report
