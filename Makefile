@@ -112,7 +112,8 @@ test: deps build lint
 
 # Cold start, warm list, extraction throughput and memory, side by side with
 # libguestfs and a direct host mount; medians of >= 5 runs. Writes
-# docs/BENCHMARKS.md. Takes ~8 min; run on a quiet machine.
+# docs/BENCHMARKS.md. Takes ~25 min (8 of them the big files;
+# BENCH_BIG=0 skips those); run on a quiet machine.
 bench: build
 	@bash scripts/bench.sh
 
