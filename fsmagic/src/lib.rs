@@ -82,6 +82,8 @@ pub enum FsType {
     Swap,
     /// A LUKS encrypted volume.
     Luks,
+    /// A BitLocker volume (named by libblkid in the guest, never by [`detect`]).
+    Bitlocker,
     /// A member of a Linux md RAID array (any metadata version).
     MdMember,
     /// Nothing recognised.
@@ -128,6 +130,7 @@ impl FsType {
             FsType::LvmPv => "LVM2_member",
             FsType::Swap => "swap",
             FsType::Luks => "crypto_LUKS",
+            FsType::Bitlocker => "BitLocker",
             FsType::MdMember => "linux_raid_member",
             FsType::Unknown => "unknown",
         }
@@ -140,6 +143,10 @@ impl FsType {
             FsType::Luks => Some(
                 "it is LUKS encrypted: give its passphrase with --key-file FILE; its content then \
                  appears as a luks/ bucket",
+            ),
+            FsType::Bitlocker => Some(
+                "it is BitLocker encrypted: give its password or recovery password with \
+                 --key-file FILE; its content then appears as a bitlocker/ bucket",
             ),
             FsType::LvmPv => Some(
                 "it is an LVM2 physical volume: its logical volumes are the lvm/<VG>/<LV> buckets",

@@ -32,10 +32,10 @@ pub fn probe_bucket(kind: BucketKind, name: String, device: PathBuf) -> std::io:
     let size = f.seek(SeekFrom::End(0))?;
     drop(f);
     let found = probe::detect(&device)?;
-    let encryption = if found.fstype == FsType::Luks {
-        Some(format!("LUKS{}", found.version.as_deref().unwrap_or("")))
-    } else {
-        None
+    let encryption = match found.fstype {
+        FsType::Luks => Some(format!("LUKS{}", found.version.as_deref().unwrap_or(""))),
+        FsType::Bitlocker => Some("BitLocker".to_owned()),
+        _ => None,
     };
     let locked = encryption.as_ref().map(|_| {
         let kname = device.file_name().map(|n| n.to_string_lossy().into_owned());

@@ -55,6 +55,7 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         | FsType::LvmPv
         | FsType::Swap
         | FsType::Luks
+        | FsType::Bitlocker
         | FsType::MdMember
         | FsType::Unknown => return None,
     })

@@ -65,7 +65,10 @@ fn scan_locked(p: &mut Progress) -> Vec<Disk> {
 }
 
 fn is_stack(t: FsType) -> bool {
-    matches!(t, FsType::MdMember | FsType::LvmPv | FsType::Luks)
+    matches!(
+        t,
+        FsType::MdMember | FsType::LvmPv | FsType::Luks | FsType::Bitlocker
+    )
 }
 
 /// Every device that may carry a stack signature now: the disks' buckets
@@ -167,7 +170,7 @@ fn attach(p: &Progress, disks: &mut [Disk]) {
         // The members stay listed as what they are; their error says why
         // nothing built on them is.
         for b in disks.iter_mut().flat_map(|d| d.buckets.iter_mut()) {
-            if is_stack(b.fstype) && b.fstype != FsType::Luks {
+            if is_stack(b.fstype) && !matches!(b.fstype, FsType::Luks | FsType::Bitlocker) {
                 if let Some(b) = Arc::get_mut(b) {
                     b.error = Some(e.clone());
                 }
@@ -219,7 +222,7 @@ fn attach(p: &Progress, disks: &mut [Disk]) {
         }
     }
     for dm in blockdev::derived_devices() {
-        let Some(container) = luks::container_of(&dm) else {
+        let Some((container, bitlocker)) = luks::container_of(&dm) else {
             continue;
         };
         let Some((kind, name)) = labels.get(&container).cloned() else {
@@ -227,8 +230,13 @@ fn attach(p: &Progress, disks: &mut [Disk]) {
             continue;
         };
         let content = luks::content_name(kind.name(), &name);
-        let b = derived_bucket(BucketKind::Luks, content.clone(), Some(&dm), None);
-        labels.insert(dm.clone(), (BucketKind::Luks, content));
+        let kind = if bitlocker {
+            BucketKind::Bitlocker
+        } else {
+            BucketKind::Luks
+        };
+        let b = derived_bucket(kind, content.clone(), Some(&dm), None);
+        labels.insert(dm.clone(), (kind, content));
         derived.push(Derived {
             bucket: Arc::new(b),
             disks: blockdev::base_disks(&dm),
@@ -284,12 +292,17 @@ pub fn unlock(state: &State, passphrases: &[Vec<u8>]) -> UnlockAnswer {
         let mut opened_any = false;
         for d in state.disks() {
             for b in &d.buckets {
-                if b.fstype != FsType::Luks || !tried.insert(b.device.clone()) {
+                let bitlocker = b.fstype == FsType::Bitlocker;
+                if !(bitlocker || b.fstype == FsType::Luks) || !tried.insert(b.device.clone()) {
                     continue;
                 }
                 let kname = b.kname();
                 let encryption = b.encryption.clone().unwrap_or_else(|| "LUKS".into());
-                let content = format!("luks/{}", luks::content_name(b.kind.name(), &b.name));
+                let content = format!(
+                    "{}/{}",
+                    if bitlocker { "bitlocker" } else { "luks" },
+                    luks::content_name(b.kind.name(), &b.name)
+                );
                 let mut r = UnlockResult {
                     container: format!("{}/{}/{}", d.name, b.kind.name(), b.name),
                     encryption: encryption.clone(),
@@ -298,9 +311,13 @@ pub fn unlock(state: &State, passphrases: &[Vec<u8>]) -> UnlockAnswer {
                     message: None,
                 };
                 if luks::opened_on(&kname).is_none() {
-                    let version = if encryption == "LUKS1" { 1 } else { 2 };
+                    let kind = match encryption.as_str() {
+                        _ if bitlocker => luks::Kind::Bitlocker,
+                        "LUKS1" => luks::Kind::Luks(1),
+                        _ => luks::Kind::Luks(2),
+                    };
                     let attempt = tools::get()
-                        .map(|t| luks::open(t, &kname, version, passphrases))
+                        .map(|t| luks::open(t, &kname, kind, passphrases))
                         .unwrap_or_else(luks::Attempt::Failed);
                     match attempt {
                         luks::Attempt::Opened => {

@@ -144,10 +144,14 @@ impl State {
             .iter()
             .map(|b| format!("{}/{}", b.kind.name(), b.name))
             .collect();
-        let hint = if kind == BucketKind::Luks {
-            " (a LUKS container's content appears as luks/<name> once --key-file gives its passphrase)"
-        } else {
-            ""
+        let hint = match kind {
+            BucketKind::Luks => {
+                " (a LUKS container's content appears as luks/<name> once --key-file gives its passphrase)"
+            }
+            BucketKind::Bitlocker => {
+                " (a BitLocker volume's content appears as bitlocker/<name> once --key-file gives its password or recovery password)"
+            }
+            _ => "",
         };
         Err(ApiError::not_found(format!(
             "disk '{disk}' has no bucket {}/{name}; it has: {}{hint}",

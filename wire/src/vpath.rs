@@ -27,6 +27,9 @@ pub enum BucketKind {
     /// The opened content of a LUKS container: `luks/NAME`, where NAME is the
     /// container's own bucket path with `/` as `-` (`part-2`, `lvm-vg-lv`).
     Luks,
+    /// The opened content of a BitLocker volume: `bitlocker/NAME`, named as
+    /// for LUKS.
+    Bitlocker,
 }
 
 impl BucketKind {
@@ -38,6 +41,7 @@ impl BucketKind {
             BucketKind::Lvm => "lvm",
             BucketKind::Md => "md",
             BucketKind::Luks => "luks",
+            BucketKind::Bitlocker => "bitlocker",
         }
     }
 
@@ -49,6 +53,7 @@ impl BucketKind {
             b"lvm" => Some(BucketKind::Lvm),
             b"md" => Some(BucketKind::Md),
             b"luks" => Some(BucketKind::Luks),
+            b"bitlocker" => Some(BucketKind::Bitlocker),
             _ => None,
         }
     }

@@ -92,9 +92,10 @@ pub enum Cmd {
         /// Give up after this many seconds (VM start included).
         #[arg(long, value_name = "SECS")]
         timeout: Option<u64>,
-        /// Passphrases for LUKS containers, one per line: each is tried on every
+        /// Passphrases for LUKS containers and BitLocker volumes (a user password or
+        /// a 48-digit recovery password), one per line: each is tried on every
         /// locked container before PATH is read, and an opened container's content
-        /// appears as the bucket luks/<name>. Sent to the VM only over its
+        /// appears as the bucket luks/<name> or bitlocker/<name>. Sent to the VM only over its
         /// authenticated API (never argv, environment or logs).
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
@@ -129,9 +130,10 @@ pub enum Cmd {
         /// device nodes (as root) and FIFOs, and modes without the umask.
         #[arg(long)]
         same_owner: bool,
-        /// Passphrases for LUKS containers, one per line: each is tried on every
+        /// Passphrases for LUKS containers and BitLocker volumes (a user password or
+        /// a 48-digit recovery password), one per line: each is tried on every
         /// locked container before PATH is read, and an opened container's content
-        /// appears as the bucket luks/<name>. Sent to the VM only over its
+        /// appears as the bucket luks/<name> or bitlocker/<name>. Sent to the VM only over its
         /// authenticated API (never argv, environment or logs).
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,

@@ -57,7 +57,6 @@ impl Detected {
         }
         Some(match self.name.as_str() {
             "unknown" => "no known filesystem was found on it".to_owned(),
-            "BitLocker" => "it is BitLocker encrypted, which this version cannot open yet".into(),
             "zfs_member" => {
                 "it is a member of a ZFS pool, which this version cannot open yet".into()
             }
@@ -137,6 +136,7 @@ fn fs_type_of(blkid_type: &str) -> FsType {
         "LVM2_member" => FsType::LvmPv,
         "swap" => FsType::Swap,
         "crypto_LUKS" => FsType::Luks,
+        "BitLocker" => FsType::Bitlocker,
         "linux_raid_member" => FsType::MdMember,
         _ => FsType::Unknown,
     }

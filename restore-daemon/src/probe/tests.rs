@@ -140,7 +140,7 @@ fn names_bitlocker() {
     let d = detect(&dir.path().join("bitlk-aes-xts-128.raw")).unwrap();
     assert_eq!(
         (d.fstype, d.name.as_str(), d.version.as_deref()),
-        (FsType::Unknown, "BitLocker", Some("2"))
+        (FsType::Bitlocker, "BitLocker", Some("2"))
     );
-    assert!(d.unmountable_reason().unwrap().contains("BitLocker"));
+    assert!(d.unmountable_reason().unwrap().contains("--key-file"));
 }

@@ -1,7 +1,9 @@
-//! LUKS1/LUKS2: containers are listed locked; `POST /api/unlock` tries the
-//! caller's passphrases on each and opens what they fit, read-only, with
-//! cryptsetup. The opened content is the bucket `luks/<name>` and is scanned
-//! like a disk (LVM inside LUKS, LUKS inside an LV).
+//! LUKS1/LUKS2 and BitLocker: containers are listed locked; `POST /api/unlock`
+//! tries the caller's passphrases on each and opens what they fit, read-only,
+//! with cryptsetup (`--type luks1|luks2|bitlk`; for BitLocker a passphrase is
+//! the user password or the 48-digit recovery password). The opened content
+//! is the bucket `luks/<name>` or `bitlocker/<name>` and is scanned like a
+//! disk (LVM inside LUKS, LUKS inside an LV).
 //!
 //! A passphrase reaches cryptsetup on its stdin (`--key-file=-`), never on a
 //! command line or in the environment, and is never logged. The volume key
@@ -20,20 +22,50 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// cryptsetup's exit code for "no key available with this passphrase".
 const EXIT_WRONG_KEY: i32 = 2;
 
+/// The kinds of container cryptsetup opens here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// LUKS1 or LUKS2.
+    Luks(u16),
+    /// BitLocker (cryptsetup's `bitlk`).
+    Bitlocker,
+}
+
+impl Kind {
+    /// cryptsetup's `--type`.
+    fn cryptsetup_type(self) -> String {
+        match self {
+            Kind::Luks(v) => format!("luks{v}"),
+            Kind::Bitlocker => "bitlk".into(),
+        }
+    }
+
+    /// Kind of the dm-crypt device with this uuid (cryptsetup names what it
+    /// opens `CRYPT-LUKS1-…`, `CRYPT-LUKS2-…`, `CRYPT-BITLK-…`).
+    fn of_uuid(uuid: &str) -> Option<Kind> {
+        if uuid.starts_with("CRYPT-LUKS") {
+            Some(Kind::Luks(2))
+        } else if uuid.starts_with("CRYPT-BITLK") {
+            Some(Kind::Bitlocker)
+        } else {
+            None
+        }
+    }
+}
+
 /// The dm-crypt device opened on `container` (a kernel name), if any.
 pub fn opened_on(container: &str) -> Option<String> {
     blockdev::holders(container)
         .into_iter()
-        .find(|h| blockdev::dm_uuid(h).is_some_and(|u| u.starts_with("CRYPT-LUKS")))
+        .find(|h| blockdev::dm_uuid(h).is_some_and(|u| Kind::of_uuid(&u).is_some()))
 }
 
-/// The container under a dm-crypt device opened by us.
-pub fn container_of(dm: &str) -> Option<String> {
-    let uuid = blockdev::dm_uuid(dm)?;
-    if !uuid.starts_with("CRYPT-LUKS") {
-        return None;
-    }
-    blockdev::slaves(dm).into_iter().next()
+/// The container under a dm-crypt device opened by us, and whether it is
+/// BitLocker (`true`) or LUKS.
+pub fn container_of(dm: &str) -> Option<(String, bool)> {
+    let kind = Kind::of_uuid(&blockdev::dm_uuid(dm)?)?;
+    let container = blockdev::slaves(dm).into_iter().next()?;
+    Some((container, kind == Kind::Bitlocker))
 }
 
 /// The bucket name of a container's content: its own bucket path with `/`
@@ -56,15 +88,15 @@ pub enum Attempt {
     Failed(String),
 }
 
-/// Tries each passphrase on the container `kname` (LUKS `version`) until one
-/// opens it read-only.
-pub fn open(tools: &Tools, kname: &str, version: u16, passphrases: &[Vec<u8>]) -> Attempt {
+/// Tries each passphrase on the container `kname` until one opens it
+/// read-only.
+pub fn open(tools: &Tools, kname: &str, kind: Kind, passphrases: &[Vec<u8>]) -> Attempt {
     let node = match blockdev::node(kname) {
         Ok(n) => n.to_string_lossy().into_owned(),
         Err(e) => return Attempt::Failed(e.to_string()),
     };
-    let mapping = format!("fr-luks-{kname}");
-    let kind = format!("luks{version}");
+    let kind = kind.cryptsetup_type();
+    let mapping = format!("fr-{kind}-{kname}");
     let args = [
         "open",
         "--type",

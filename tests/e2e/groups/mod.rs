@@ -8,6 +8,7 @@
 //! files read from the disks by their map). Imports:
 //! `checks`, `Ctx` and the `file_restore_tests` library.
 
+mod bitlocker;
 mod extract;
 mod lifecycle;
 mod mapped;
@@ -42,6 +43,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(opened::opened_sources());
     v.extend(older::older_filesystems());
     v.extend(mapped::mapped_groups());
+    v.extend(bitlocker::bitlocker_groups());
     // The matrix: every image with its buckets.
     for (key, weight) in [
         ("gpt.img", 100),

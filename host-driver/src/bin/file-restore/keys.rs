@@ -1,4 +1,4 @@
-//! `--key-file FILE`: passphrases for LUKS containers, one per line.
+//! `--key-file FILE`: passphrases for LUKS containers and BitLocker volumes, one per line.
 //!
 //! The file is read here and its lines go to the VM in the body of one
 //! authenticated API call ([`BlockRestoreDriver::unlock`]): never on a

@@ -175,6 +175,10 @@ pub fn write_list(
                 if let Some(fs) = &e.fstype {
                     line.push_str(&format!(" [{}", type_and_label(fs, e.label.as_deref())));
                     match &e.encryption {
+                        // BitLocker's type and encryption have one name.
+                        Some(enc) if enc == fs => {
+                            line.push_str(&format!(", {}]", luks_state(e.locked)));
+                        }
                         Some(enc) => {
                             let state = luks_state(e.locked);
                             line.push_str(&format!(" {}, {state}]", safe(enc)));
@@ -206,7 +210,7 @@ fn type_and_label(fstype: &str, label: Option<&str>) -> String {
     }
 }
 
-/// How a LUKS container is shown: `open` once a passphrase opened it, else
+/// How a LUKS or BitLocker container is shown: `open` once a passphrase opened it, else
 /// `locked` (also when a daemon does not say).
 fn luks_state(locked: Option<bool>) -> &'static str {
     if locked == Some(false) {

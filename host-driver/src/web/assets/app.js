@@ -60,16 +60,16 @@ const isDirLike = (e) => e.type === "d" || e.type === "v";
 
 let treeItems = []; // visible order, for keyboard navigation in the tree
 
-// A LUKS container no passphrase has opened yet (an older daemon without
+// A LUKS or BitLocker container no passphrase has opened yet (an older daemon without
 // `locked` lists every container locked).
-const isLocked = (e) => !!e && e.fstype === "crypto_LUKS" && e.locked !== false;
+const isLocked = (e) => !!e && !!e.encryption && e.locked !== false;
 
 function bucketLabel(e) {
   const parts = [e.text];
-  if (e.fstype) parts.push(e.encryption ? `${e.fstype} ${e.encryption}` : e.fstype);
+  if (e.fstype) parts.push(e.encryption && e.encryption !== e.fstype ? `${e.fstype} ${e.encryption}` : e.fstype);
   if (e.label) parts.push(`"${e.label}"`);
   if (e.size !== null && e.size !== undefined) parts.push(humanSize(e.size));
-  if (e.fstype === "crypto_LUKS") parts.push(isLocked(e) ? "locked" : "open");
+  if (e.encryption) parts.push(isLocked(e) ? "locked" : "open");
   return parts.join(" · ");
 }
 
@@ -77,8 +77,8 @@ function bucketLabel(e) {
 // '[ntfs "Windows"]' otherwise.
 function fstypeTag(e) {
   const type = e.label ? `${e.fstype} "${e.label}"` : e.fstype;
-  if (e.fstype !== "crypto_LUKS") return `[${type}]`;
-  const enc = e.encryption ? ` ${e.encryption}` : "";
+  if (!e.encryption) return `[${type}]`;
+  const enc = e.encryption !== e.fstype ? ` ${e.encryption}` : "";
   return `[${type}${enc}, ${isLocked(e) ? "locked" : "open"}]`;
 }
 
@@ -334,7 +334,7 @@ async function select(node, expandToo) {
     applyFilter();
     const enc = node.entry.encryption || "LUKS";
     $("rows").replaceChildren(el("tr", {}, el("td", { colspan: "6", class: "note" },
-      `${enc} container ${containerOf(node)} is locked: unlock it with its passphrase (Unlock… in the tree, or Enter on it there); its content then appears as a luks/ bucket of this disk.`)));
+      `${enc} container ${containerOf(node)} is locked: unlock it with its passphrase (Unlock… in the tree, or Enter on it there); its content then appears as a luks/ (or bitlocker/) bucket of this disk.`)));
     return;
   }
   try {
