@@ -119,6 +119,10 @@ pub(crate) fn start_server(
 ) -> Result<(Child, String)> {
     let mut child = Command::new(bin)
         .env("FILE_RESTORE_RUNTIME_DIR", runtime)
+        // Every plain download (whole files, ranges, resume) is read from the
+        // disks by its map, whatever its size: the fixture's files are small,
+        // and the CLI's e2e cases cover the stream through the guest.
+        .env("FILE_RESTORE_MAP", "always")
         .arg("serve")
         .args(args)
         .stdout(Stdio::piped())
