@@ -319,10 +319,12 @@ impl QemuDriver {
                 (a, b)
             }
         };
-        let exports: Vec<String> = layout
+        // One drive id per disk of the layout, in its order (the layout names
+        // only known disks; a miss would misplace every later index).
+        let exports: Option<Vec<String>> = layout
             .disks
             .iter()
-            .filter_map(|d| {
+            .map(|d| {
                 drives
                     .ids
                     .iter()
@@ -330,6 +332,10 @@ impl QemuDriver {
                     .map(|(_, id)| id.clone())
             })
             .collect();
+        let Some(exports) = exports else {
+            log::warn!("{shown}: streamed through the guest (the map names a disk with no drive)");
+            return None;
+        };
         let socket =
             match crate::qemu::export::ensure(&drives.vm.qmp_socket, &drives.vm.run_dir, &exports)
                 .await

@@ -288,13 +288,8 @@ impl DaemonClient {
         let resp = self
             .send(Method::GET, endpoint::MAP, &uri, true, None)
             .await?;
-        let body = self
-            .body_at_most(endpoint::MAP, resp, mapped::MAX_PAGE_BYTES)
-            .await?;
-        serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
-            endpoint: endpoint::MAP,
-            detail: format!("invalid JSON: {e}"),
-        })
+        self.json_at_most(endpoint::MAP, resp, mapped::MAX_PAGE_BYTES)
+            .await
     }
 
     /// Sends passphrases for the VM's locked LUKS containers; the answer
@@ -451,7 +446,17 @@ impl DaemonClient {
         endpoint: &'static str,
         resp: Response<Incoming>,
     ) -> Result<T, ClientError> {
-        let body = self.body(endpoint, resp).await?;
+        self.json_at_most(endpoint, resp, MAX_JSON_BODY).await
+    }
+
+    /// [`Self::json`] with its own size limit.
+    async fn json_at_most<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &'static str,
+        resp: Response<Incoming>,
+        max: usize,
+    ) -> Result<T, ClientError> {
+        let body = self.body_at_most(endpoint, resp, max).await?;
         serde_json::from_slice(&body).map_err(|e| ClientError::BadResponse {
             endpoint,
             detail: format!("invalid JSON: {e}"),
