@@ -7,6 +7,7 @@ use crate::listing;
 use crate::state::State;
 use crate::vpath::{self, VPath};
 use bytes::Bytes;
+use file_restore_wire::find::FindQuery;
 use file_restore_wire::proof::{self, Hello};
 use file_restore_wire::{decode_path, endpoint, ErrorBody, ExtractFormat, Status, API_VERSION};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -201,6 +202,8 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
         endpoint::STOP,
         endpoint::UNLOCK,
         endpoint::MAP,
+        endpoint::FIND,
+        endpoint::STAT,
     ]
     .contains(&endpoint)
     {
@@ -269,6 +272,34 @@ async fn route(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Bod
             Ok(json(
                 StatusCode::OK,
                 &crate::map::map(state, path, from).await?,
+            ))
+        }
+        endpoint::FIND => {
+            expect(Method::GET)?;
+            let path = path_param(&q)?;
+            let query = FindQuery::from_pairs(q.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(ApiError::bad_request)?;
+            let body = crate::find::find(state, path, query).await?;
+            let mut r = Response::new(body.boxed());
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/jsonl"));
+            Ok(r)
+        }
+        endpoint::STAT => {
+            expect(Method::GET)?;
+            let path = path_param(&q)?;
+            let hash = match param(&q, "hash") {
+                None => false,
+                Some("sha256") => true,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "hash={other:?}: the only hash is sha256"
+                    )))
+                }
+            };
+            Ok(json(
+                StatusCode::OK,
+                &crate::stat::stat(state, path, hash).await?,
             ))
         }
         endpoint::STOP => {

@@ -32,6 +32,7 @@ fn virtual_entry(path: &[u8], text: &str, leaf: bool) -> Entry {
         encryption: None,
         locked: None,
         error: None,
+        path: None,
     }
 }
 
@@ -133,8 +134,9 @@ pub fn bucket_root(
         .map_err(|e| ApiError::io(&format!("bucket {disk}/{}/{bucket}", kind.name()), &e))
 }
 
-/// Describes `name` in the directory `dir` without following it.
-fn describe(dir: &OwnedFd, name: &[u8], full_path: &[u8]) -> Entry {
+/// Describes `name` in the directory `dir` without following it (`dir`
+/// itself when `name` is empty).
+pub fn describe(dir: &OwnedFd, name: &[u8], full_path: &[u8]) -> Entry {
     let text = String::from_utf8_lossy(name).into_owned();
     let mut e = Entry {
         filepath: encode_path(full_path),
@@ -149,6 +151,7 @@ fn describe(dir: &OwnedFd, name: &[u8], full_path: &[u8]) -> Entry {
         encryption: None,
         locked: None,
         error: None,
+        path: None,
     };
     let st = if name.is_empty() {
         confine::fstat(dir)
@@ -214,7 +217,7 @@ pub async fn list_inside(
                 let mut e = describe(&fd, b"", &canonical);
                 e.text = String::from_utf8_lossy(rest.rsplit(|&c| c == b'/').next().unwrap_or(b""))
                     .into_owned();
-                return Ok(((), Listing::Single(e)));
+                return Ok(((), Listing::Single(Box::new(e))));
             }
             let dir = root
                 .open_at(&rest, libc::O_RDONLY | libc::O_DIRECTORY, Last::NoFollow)
@@ -235,7 +238,7 @@ pub async fn list_inside(
 }
 
 enum Listing {
-    Single(Entry),
+    Single(Box<Entry>),
     Dir(OwnedFd, Vec<u8>),
 }
 

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+pub mod find;
 pub mod map;
 pub mod proof;
 pub mod vpath;
@@ -62,6 +63,13 @@ pub mod endpoint {
     /// `GET ?path=<base64>[&from=<byte offset>]`: where a regular file's
     /// bytes lie on the VM's disks, one page at a time ([`crate::map::FileMap`]).
     pub const MAP: &str = "/api/map";
+    /// `GET ?path=<base64>&name=…&max=…` ([`crate::find::FindQuery`]): the
+    /// entries below a path that match, streamed as JSON Lines of
+    /// [`crate::find::FindEvent`]s while the daemon walks.
+    pub const FIND: &str = "/api/find";
+    /// `GET ?path=<base64>[&hash=sha256]`: one entry, not followed, with its
+    /// content's SHA-256 on request ([`crate::find::StatAnswer`]).
+    pub const STAT: &str = "/api/stat";
 }
 
 /// The kind of an entry, serialized as one letter.
@@ -151,6 +159,11 @@ pub struct Entry {
     /// refuses the same way); the other fields are filled in as far as known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The whole path (lossy UTF-8), in the answers of find and stat, where
+    /// entries of many directories come together; `filepath` stays the exact
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
 }
 
 impl Entry {
@@ -433,6 +446,7 @@ mod tests {
             encryption: None,
             locked: None,
             error: None,
+            path: None,
         };
         let v: serde_json::Value = serde_json::to_value(&e).unwrap();
         assert_eq!(v["type"], "l");
