@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use file_restore_wire::find::{FindQuery, StatAnswer};
 use file_restore_wire::{Entry, ExtractFormat, UnlockAnswer};
 
 use crate::guest::client::mapped::{self, MapOutcome, MappedReader};
@@ -25,7 +26,7 @@ use crate::vm::RunningVm;
 /// The types of this interface that come from below it, so a frontend
 /// needs no other module: the daemon's errors, an extract stream, a VM's
 /// status row.
-pub use crate::guest::client::{ClientError, ExtractStream};
+pub use crate::guest::client::{ClientError, ExtractStream, FindStream};
 pub use crate::manager::VmReport;
 
 /// An error of a driver call.
@@ -99,6 +100,31 @@ pub trait BlockRestoreDriver: Send + Sync + 'static {
         zstd: bool,
         range: Option<(u64, Option<u64>)>,
     ) -> impl Future<Output = Result<ExtractStream, DriverError>> + Send;
+
+    /// Starts a search below `path` of `source` in its VM (`file-restore
+    /// find`, the web UI's search).
+    fn find(
+        &self,
+        source: &str,
+        path: &[u8],
+        query: &FindQuery,
+    ) -> impl Future<Output = Result<FindStream, DriverError>> + Send;
+
+    /// One entry of `source`, with its content's SHA-256 when `hash` is set
+    /// (`file-restore versions`).
+    fn stat(
+        &self,
+        source: &str,
+        path: &[u8],
+        hash: bool,
+    ) -> impl Future<Output = Result<StatAnswer, DriverError>> + Send;
+
+    /// Whether a VM serving `source` is running now (before a call starts one).
+    fn serves(&self, source: &str) -> impl Future<Output = Result<bool, DriverError>> + Send;
+
+    /// Stops the VMs serving `source` (those a caller started for its own
+    /// work); other SOURCEs' VMs and this driver's clients of them stay.
+    fn release(&self, source: &str) -> impl Future<Output = Result<(), DriverError>> + Send;
 }
 
 /// Receives the manager's messages for people (a VM started, a dead VM
@@ -432,6 +458,31 @@ impl BlockRestoreDriver for QemuDriver {
     ) -> Result<UnlockAnswer, DriverError> {
         self.with_vm(source, |c| async move { c.unlock(passphrases).await })
             .await
+    }
+
+    async fn find(
+        &self,
+        source: &str,
+        path: &[u8],
+        query: &FindQuery,
+    ) -> Result<FindStream, DriverError> {
+        self.with_vm(source, |c| async move { c.find(path, query).await })
+            .await
+    }
+
+    async fn stat(&self, source: &str, path: &[u8], hash: bool) -> Result<StatAnswer, DriverError> {
+        self.with_vm(source, |c| async move { c.stat(path, hash).await })
+            .await
+    }
+
+    async fn serves(&self, source: &str) -> Result<bool, DriverError> {
+        Ok(self.manager.serves(source).await?)
+    }
+
+    async fn release(&self, source: &str) -> Result<(), DriverError> {
+        self.forget(source);
+        self.manager.stop(Some(source)).await?;
+        Ok(())
     }
 
     async fn extract(

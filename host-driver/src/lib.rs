@@ -4,7 +4,7 @@
 //! The folders are layers; a module imports only from the layers below it:
 //!
 //! ```text
-//! bin → web, cli → driver → manager → vm, source → guest, helper, qemu → nbd, util
+//! bin → web, cli → versions → driver → manager → vm, source → guest, helper, qemu → nbd, util
 //! sink → guest, unpack, util
 //! ```
 //!
@@ -23,6 +23,8 @@
 //! - [`manager`]: starting, reusing and stopping VMs through the locked VM map.
 //! - [`driver`]: the one interface (status, stop, list, extract) every
 //!   frontend uses, with the QEMU VMs behind it.
+//! - [`versions`]: one path across many SOURCEs (backups), with VMs started
+//!   several at a time and stopped afterwards.
 //! - [`unpack`]: safe unpacking of a tar stream into a directory.
 //! - [`sink`]: where extracted bytes go on the host (stdout, a file, a directory).
 //! - [`web`]: `file-restore serve`, the local web UI.
@@ -41,5 +43,6 @@ pub mod sink;
 pub mod source;
 pub mod unpack;
 pub mod util;
+pub mod versions;
 pub mod vm;
 pub mod web;

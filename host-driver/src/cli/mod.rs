@@ -10,6 +10,7 @@
 
 pub mod completions;
 pub mod man;
+pub mod parse;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
@@ -138,6 +139,94 @@ pub enum Cmd {
         #[arg(long, value_name = "FILE")]
         key_file: Option<PathBuf>,
     },
+    /// Search for files below PATH (default /: every disk and every bucket that opens).
+    ///
+    /// The walk runs in the VM: symlinks are not followed, no other filesystem is
+    /// entered, and a bucket that cannot be searched (locked, no filesystem, a failed
+    /// mount) is reported on stderr and skipped. Filters all hold together (AND);
+    /// several --name/--iname patterns are alternatives (OR). Each match is printed as
+    /// it is found: type, size, mtime (UTC) and the whole PATH to give `extract`.
+    /// The search stops at --max-results matches and then says so on stderr.
+    ///
+    /// Examples: `file-restore find vm.qcow2 --iname '*.odt'`;
+    /// `file-restore find vm.qcow2 /drive-scsi0/part/2/home --newer 7d --min-size 1M`;
+    /// `file-restore find vm.qcow2 --regex '^/etc/.*\.conf$' --output-format jsonl`.
+    Find {
+        /// Image file, snapshot directory or nbd:// URI.
+        source: String,
+        /// Where to search (a disk, a bucket or a directory; default: /).
+        path: Option<OsString>,
+        /// Shell glob matched against the name (`*`, `?`, `[a-z]`, `{a,b}`); repeatable.
+        #[arg(long = "name", value_name = "GLOB")]
+        names: Vec<String>,
+        /// As --name, ignoring case; repeatable.
+        #[arg(long = "iname", value_name = "GLOB")]
+        inames: Vec<String>,
+        /// Regular expression (Rust regex syntax) searched for in the path inside its
+        /// bucket (`/home/alice/report.odt`); anchor with ^…$ to match all of it.
+        #[arg(long, value_name = "RE")]
+        regex: Option<String>,
+        /// Only this type: f (regular file), d (directory), l (symlink).
+        #[arg(long = "type", value_enum, value_name = "TYPE")]
+        entry_type: Option<FindType>,
+        /// Only regular files of at least SIZE bytes (units k, M, G, T: powers of 1024).
+        #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+        min_size: Option<u64>,
+        /// Only regular files of at most SIZE bytes (units k, M, G, T).
+        #[arg(long, value_name = "SIZE", value_parser = parse::size)]
+        max_size: Option<u64>,
+        /// Only entries modified after WHEN: a UTC date (2024-01-31, 2024-01-31T08:00),
+        /// @<epoch seconds>, or a duration back from now (90s, 30m, 12h, 7d, 2w).
+        #[arg(long, value_name = "WHEN", value_parser = parse::time)]
+        newer: Option<i64>,
+        /// Only entries modified before WHEN (as --newer).
+        #[arg(long, value_name = "WHEN", value_parser = parse::time)]
+        older: Option<i64>,
+        /// Stop after N matches (1 to 1000000).
+        #[arg(long, value_name = "N", default_value_t = 1000,
+              value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        max_results: u64,
+        /// text: a line per match; json: one array of entries (docs/API.md, with a
+        /// `path` field); jsonl: one entry per line, printed as found.
+        #[arg(long, value_enum, default_value_t = FindFormat::Text)]
+        output_format: FindFormat,
+        /// Give up after this many seconds (VM start included; default 3600).
+        #[arg(long, value_name = "SECS", default_value_t = 3600)]
+        timeout: u64,
+        /// Passphrases for LUKS containers and BitLocker volumes, one per line, tried
+        /// before the search (as for `list`), so their content is searched too.
+        #[arg(long, value_name = "FILE")]
+        key_file: Option<PathBuf>,
+    },
+    /// Show one PATH across snapshots: whether it exists, its size, mtime and
+    /// (--hash) content hash in each, newest first, and where it changed.
+    ///
+    /// Each SOURCE is an image, a snapshot directory, an nbd:// URI, or a VM's
+    /// directory of snapshots (<store>/<vmid>, holding <kind>-<epoch>/ directories),
+    /// which stands for all its snapshots. VMs are started as needed, --jobs at a
+    /// time, and the ones this command started are stopped afterwards. A snapshot
+    /// that cannot be read is a row with its error; the exit code is 0 when at least
+    /// one row has no error. A row is marked changed (`*`) when it differs from the
+    /// next older row: by content with --hash, else by type, size or mtime.
+    ///
+    /// Example: `file-restore versions /backup/100 --path /drive-scsi0/part/2/etc/fstab --hash`.
+    Versions {
+        /// SOURCEs to compare (a VM's snapshot directory stands for all its snapshots).
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// The path to look up in each, as `list` takes it (/<disk>/<type>/<bucket>/…).
+        #[arg(long, value_name = "PATH")]
+        path: OsString,
+        /// Compute each regular file's SHA-256 in its VM (reads the whole file there).
+        #[arg(long)]
+        hash: bool,
+        /// VMs at a time (default: one per core, as many as free memory holds, at most 8).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=64))]
+        jobs: Option<u64>,
+        /// text, json (an array of rows, docs/API.md) or json-pretty.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        output_format: OutputFormat,
+    },
     /// Show running restore VMs.
     Status {
         /// text, json or json-pretty (the JSON is described in docs/API.md).
@@ -207,6 +296,28 @@ pub enum OutputFormat {
     Json,
     /// Indented JSON.
     JsonPretty,
+}
+
+/// How `find` prints.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FindFormat {
+    /// A line per match.
+    Text,
+    /// One JSON array of entries.
+    Json,
+    /// One JSON entry per line, printed as found.
+    Jsonl,
+}
+
+/// `find --type`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum FindType {
+    /// A regular file.
+    F,
+    /// A directory.
+    D,
+    /// A symbolic link.
+    L,
 }
 
 /// Archive formats of `extract --format`.

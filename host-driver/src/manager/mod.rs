@@ -493,6 +493,18 @@ impl Manager {
         Ok(())
     }
 
+    /// Whether the VM map records a running VM serving `source_arg` (read
+    /// as a SOURCE); whether it still answers is not asked. `versions` uses
+    /// it to stop afterwards only the VMs it started.
+    pub async fn serves(&self, source_arg: &str) -> Result<bool, ManagerError> {
+        let src = source::parse_source(source_arg)?;
+        let map = self.lock().await?;
+        let serving = map
+            .iter()
+            .any(|(_, slot)| matches!(slot, MapSlot::Running(e) if e.source == src));
+        Ok(serving)
+    }
+
     /// Stops VMs: with `None` all of them; with `Some(arg)` the VM of that
     /// name, or, when no VM has that name, every VM serving `arg` read as a
     /// SOURCE (resolved as `list` resolves it). Returns the names stopped.

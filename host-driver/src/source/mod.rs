@@ -14,7 +14,8 @@
 //! Folder: parsing SOURCE, finding and identifying its images, deciding
 //! their formats ([`format`](mod@format), reading headers with [`header`]), checking
 //! the files they name (`refs.rs`) and their backing chains (`chain.rs`),
-//! through `qemu-img` (`qemu_img.rs`). May import `qemu` and `util` only.
+//! through `qemu-img` (`qemu_img.rs`), a backup store's snapshots
+//! ([`store`]). May import `qemu` and `util` only.
 
 mod chain;
 mod escape;
@@ -23,6 +24,7 @@ pub mod header;
 mod qemu_img;
 mod refs;
 mod sanity;
+pub mod store;
 #[cfg(test)]
 mod tests;
 

@@ -1,4 +1,4 @@
-//! Progress for long transfers: a bar on stderr (bytes, rate, elapsed) when
+//! Progress for long work: a bar (transfers) or a spinner (searches) on stderr (bytes, rate, elapsed) when
 //! stderr is a terminal, nothing otherwise, so scripts and pipes see no noise.
 
 use std::io::{self, IsTerminal};
@@ -35,6 +35,22 @@ pub fn progress_bar(total: Option<u64>, message: &str) -> ProgressBar {
         .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(message.to_string());
+    bar
+}
+
+/// A spinner on stderr counting items (matches of a search), with a
+/// message that can change; hidden as [`progress_bar`] is.
+pub fn spinner(message: &str) -> ProgressBar {
+    if HIDDEN.load(Ordering::Relaxed) || !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_draw_target(ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{spinner} {msg}, {pos} found {elapsed_precise}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    bar.set_style(style);
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
     bar
 }
 

@@ -10,13 +10,13 @@
 //! backup snapshots), grouped by the first directory (the VM id) and sorted
 //! newest first.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
 use serde::Serialize;
 
-use crate::source::{self, Source, IMAGE_EXTENSIONS};
+use crate::source::store::{children, epoch_of, is_image_name as is_image, mtime};
+use crate::source::{self, Source};
 
 /// At most this many directory entries are looked at per root scan.
 const MAX_SCAN: usize = 20_000;
@@ -54,46 +54,10 @@ fn utf8(p: &Path) -> Result<String, String> {
         .ok_or_else(|| format!("{} is not valid UTF-8", p.display()))
 }
 
-fn is_image(p: &Path) -> bool {
-    p.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
-/// `qemu-1700000000` -> 1700000000.
-fn epoch_of(name: &str) -> Option<i64> {
-    let (_, digits) = name.rsplit_once('-')?;
-    digits.parse().ok()
-}
-
 fn name_of(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// The plain files and directories of `dir` (symlinks and anything else skipped).
-fn children(dir: &Path, budget: &mut usize) -> (Vec<PathBuf>, Vec<PathBuf>) {
-    let (mut files, mut dirs) = (Vec::new(), Vec::new());
-    let Ok(rd) = std::fs::read_dir(dir) else {
-        return (files, dirs);
-    };
-    for e in rd.flatten() {
-        if *budget == 0 {
-            break;
-        }
-        *budget -= 1;
-        match e.file_type() {
-            Ok(t) if t.is_file() => files.push(e.path()),
-            Ok(t) if t.is_dir() => dirs.push(e.path()),
-            _ => {}
-        }
-    }
-    (files, dirs)
-}
-
-fn mtime(p: &Path) -> Option<i64> {
-    std::fs::symlink_metadata(p).ok().map(|m| m.mtime())
 }
 
 /// The sources under one (canonical) root.

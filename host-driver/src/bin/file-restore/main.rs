@@ -9,11 +9,13 @@
 //! manager's options).
 
 mod extract;
+mod find;
 mod keys;
 mod output;
+mod versions;
 
 use clap::Parser;
-use file_restore::cli::{completions, Accel, Cli, Cmd, Transport};
+use file_restore::cli::{completions, Accel, Cli, Cmd, FindType, Transport};
 use file_restore::driver::{BlockRestoreDriver, QemuDriver};
 use file_restore::manager::Manager;
 use file_restore::manager::{AccelPreference, TransportPreference};
@@ -179,6 +181,93 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &opts,
             )
             .await
+        }
+        Cmd::Find {
+            source,
+            path,
+            names,
+            inames,
+            regex,
+            entry_type,
+            min_size,
+            max_size,
+            newer,
+            older,
+            max_results,
+            output_format,
+            timeout,
+            key_file,
+        } => {
+            let path = path
+                .map(|p| p.as_bytes().to_vec())
+                .unwrap_or_else(|| b"/".to_vec());
+            let query = file_restore_wire::find::FindQuery {
+                names,
+                inames,
+                regex,
+                entry_type: entry_type.map(|t| match t {
+                    FindType::F => file_restore_wire::EntryType::File,
+                    FindType::D => file_restore_wire::EntryType::Directory,
+                    FindType::L => file_restore_wire::EntryType::Symlink,
+                }),
+                min_size,
+                max_size,
+                newer,
+                older,
+                max_results,
+            };
+            let driver = new_driver()?;
+            let work = async {
+                if let Some(k) = &key_file {
+                    keys::unlock(driver.as_ref(), &source, k).await?;
+                }
+                let mut out = std::io::stdout().lock();
+                find::find(
+                    driver.as_ref(),
+                    &source,
+                    &path,
+                    &query,
+                    output_format,
+                    &mut out,
+                )
+                .await
+            };
+            tokio::time::timeout(Duration::from_secs(timeout), work)
+                .await
+                .map_err(|_| anyhow::anyhow!("gave up after {timeout} s (--timeout)"))?
+        }
+        Cmd::Versions {
+            sources,
+            path,
+            hash,
+            jobs,
+            output_format,
+        } => {
+            let snapshots = file_restore::versions::expand(&sources);
+            let opts = file_restore::versions::VersionsOptions {
+                hash,
+                jobs: jobs.map_or_else(file_restore::versions::default_jobs, |j| j as usize),
+                stop_started: true,
+            };
+            info(&format!(
+                "looking up {} in {} snapshots, {} at a time",
+                path.to_string_lossy(),
+                snapshots.len(),
+                opts.jobs
+            ));
+            let rows = file_restore::versions::versions(
+                new_driver()?,
+                snapshots,
+                path.as_bytes().to_vec(),
+                opts,
+            )
+            .await;
+            versions::write_rows(
+                &mut std::io::stdout().lock(),
+                &rows,
+                output_format,
+                &path.to_string_lossy(),
+            )
         }
         Cmd::Status { output_format } => {
             let reports = new_driver()?.status().await?;

@@ -221,7 +221,7 @@ fn luks_state(locked: Option<bool>) -> &'static str {
 }
 
 /// `YYYY-MM-DD HH:MM` in UTC.
-fn format_time(secs: i64) -> String {
+pub fn format_time(secs: i64) -> String {
     let (y, mo, d, h, mi, _) = file_restore_wire::civil_from_unix(secs);
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}")
 }

@@ -59,6 +59,7 @@ fn text_listing_escapes_guest_names_json_stays_exact() {
         encryption: Some(format!("LUKS{EVIL}")),
         locked: Some(true),
         error: Some(format!("bad{EVIL}")),
+        path: None,
     }];
     let mut out = Vec::new();
     write_list(&mut out, &entries, OutputFormat::Text).unwrap();

@@ -27,11 +27,15 @@ use crate::guest::transport::{TransportError, VsockAddr};
 
 mod conn;
 mod extract;
+mod find;
 pub mod mapped;
 pub use extract::{ExtractStream, Segment};
+pub use find::{FindLines, FindStream};
 
 /// Largest JSON answer (listing, status) read into memory.
 const MAX_JSON_BODY: usize = 256 << 20;
+/// Largest stat answer (one entry).
+const MAX_STAT_BODY: usize = 1 << 20;
 /// Largest error body read.
 const MAX_ERROR_BODY: usize = 64 << 10;
 /// How long an error answer's body may take to arrive; after that the error is
@@ -167,6 +171,9 @@ impl DaemonClient {
     pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Default limit for the answer's headers (bodies may stream for longer).
     pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(120);
+    /// Limit for a stat answer with a hash: the guest reads the whole file
+    /// first (a few GiB at the guest's speed under TCG).
+    pub const HASH_TIMEOUT: Duration = Duration::from_secs(1800);
 
     /// A client for the daemon at `addr` with `ticket`, default timeouts.
     pub fn new(addr: VsockAddr, ticket: impl Into<String>) -> Self {
@@ -290,6 +297,69 @@ impl DaemonClient {
             .await?;
         self.json_at_most(endpoint::MAP, resp, mapped::MAX_PAGE_BYTES)
             .await
+    }
+
+    /// Starts a search below `path` (`GET /api/find`); the matches arrive
+    /// while the guest walks ([`FindStream::next`]).
+    pub async fn find(
+        &self,
+        path: &[u8],
+        query: &file_restore_wire::find::FindQuery,
+    ) -> Result<FindStream, ClientError> {
+        let uri = format!(
+            "{}?path={}{}",
+            endpoint::FIND,
+            query_escape(&encode_path(path)),
+            query.to_query()
+        );
+        let resp = self
+            .send(Method::GET, endpoint::FIND, &uri, true, None)
+            .await?;
+        Ok(FindStream::new(
+            resp.into_body(),
+            query.max_results,
+            self.addr.clone(),
+            self.response_timeout,
+        ))
+    }
+
+    /// One entry (`GET /api/stat`), with the SHA-256 of a regular file's
+    /// content when `hash` is set. Hashing reads the whole file in the guest,
+    /// so that answer may take up to [`Self::HASH_TIMEOUT`].
+    pub async fn stat(
+        &self,
+        path: &[u8],
+        hash: bool,
+    ) -> Result<file_restore_wire::find::StatAnswer, ClientError> {
+        let mut uri = format!(
+            "{}?path={}",
+            endpoint::STAT,
+            query_escape(&encode_path(path))
+        );
+        let client = if hash {
+            uri.push_str("&hash=sha256");
+            self.clone()
+                .with_timeouts(self.connect_timeout, Self::HASH_TIMEOUT)
+        } else {
+            self.clone()
+        };
+        let resp = client
+            .send(Method::GET, endpoint::STAT, &uri, true, None)
+            .await?;
+        let answer: file_restore_wire::find::StatAnswer = client
+            .json_at_most(endpoint::STAT, resp, MAX_STAT_BODY)
+            .await?;
+        if answer
+            .sha256
+            .as_ref()
+            .is_some_and(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return Err(ClientError::BadResponse {
+                endpoint: endpoint::STAT,
+                detail: "sha256 is not 64 hex digits".into(),
+            });
+        }
+        Ok(answer)
     }
 
     /// Sends passphrases for the VM's locked LUKS containers; the answer
