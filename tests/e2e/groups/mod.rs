@@ -4,8 +4,8 @@
 //! group share (the VM of a source in status, a group's teardown, the
 //! helper servers); the groups are by kind: `matrix` (every image and its
 //! buckets) with `extract` (the CLI's extract modes), `lifecycle`,
-//! `parallel`, `refusals`, `stacks` (LVM, md, LUKS), `ntfs` and `mapped` (big
-//! files read from the disks by their map). Imports:
+//! `parallel`, `refusals`, `stacks` (LVM, md, LUKS), `ntfs`, `mapped` (big
+//! files read from the disks by their map) and `search` (find, versions). Imports:
 //! `checks`, `Ctx` and the `file_restore_tests` library.
 
 mod bitlocker;
@@ -18,6 +18,7 @@ mod older;
 mod opened;
 mod parallel;
 mod refusals;
+mod search;
 mod stacks;
 
 use crate::checks::Src;
@@ -44,6 +45,9 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(older::older_filesystems());
     v.extend(mapped::mapped_groups());
     v.extend(bitlocker::bitlocker_groups());
+    v.push(search::find_group(ctx));
+    v.push(search::skip_group(ctx));
+    v.push(search::versions_group());
     // The matrix: every image with its buckets.
     for (key, weight) in [
         ("gpt.img", 100),
