@@ -208,8 +208,24 @@ def big_file():
         write("big_file", name, text.encode())
 
 
+def find_answer():
+    """A guest's search answers (first byte: matches asked - 1, second: piece size - 1):
+    an honest one, one with more matches than asked, one that lies in its end line."""
+    m = ('{"match":{"filepath":"L2QvcGFydC8xL2E=","text":"a","type":"f","leaf":true,'
+         '"size":1,"mtime":0,"path":"/d/part/1/a"}}\n')
+    end = '{"end":{"visited":5,"matched":%d,"skipped":1,"truncated":false}}\n'
+    skip = '{"skip":{"path":"/d/part/2","reason":"locked"}}\n'
+    answers = [
+        ("honest.jsonl", 1, 6, m + skip + '{"progress":{"visited":3}}\n' + m + end % 2),
+        ("too-many.jsonl", 0, 255, m * 3 + end % 3),
+        ("lying-end.jsonl", 9, 0, m + end % 7),
+    ]
+    for name, asked, piece, text in answers:
+        write("find_answer", name, bytes([asked, piece]) + text.encode())
+
+
 def main():
-    for target in ["fsmagic", "api_path", "unpack", "image_header", "big_file"]:
+    for target in ["fsmagic", "api_path", "unpack", "image_header", "big_file", "find_answer"]:
         d = os.path.join(SEEDS, target)
         if os.path.isdir(d):
             for f in os.listdir(d):
@@ -222,6 +238,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         image_header(tmp)
     big_file()
+    find_answer()
     return 0
 
 

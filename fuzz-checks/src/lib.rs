@@ -13,12 +13,15 @@
 //! | [`unpack`] | the host's tar unpacker | no panic; nothing written outside TARGET, nothing outside it changed |
 //! | [`image_header`] | image format decision and backing-chain checks | no panic; an accepted image makes QEMU open no file outside the store |
 //! | [`big_file`] | the NBD handshake parsers and the checks of a guest's file map | no panic; an accepted map tiles the file exactly and names only known disks |
+//! | [`find_answer`] | the host's reader of a guest's search answer | no panic; never more matches than asked, nothing after the end line |
 
 mod big_file;
+mod find_answer;
 mod image;
 mod unpack;
 
 pub use big_file::big_file;
+pub use find_answer::find_answer;
 pub use image::image_header;
 pub use unpack::unpack;
 
@@ -36,6 +39,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("unpack", unpack),
     ("image_header", image_header),
     ("big_file", big_file),
+    ("find_answer", find_answer),
 ];
 
 /// Filesystem detection on an arbitrary device start.
