@@ -13,6 +13,7 @@
 #   BENCH_OUT=FILE  write the report there instead
 #   BENCH_KEEP=1    keep the work directory (outputs, raw samples) for inspection
 #   BENCH_BIG=0     skip the big-file section (scripts/bench/bigfiles.sh)
+#   BENCH_SEARCH=0  skip the find/versions section (scripts/bench/search.sh)
 #
 # Needs root (losetup, mount). Progress goes to stderr, the table to stdout.
 # About 15 minutes on a quiet 2-core machine with the default 5 runs, plus ~8 for the big
@@ -474,6 +475,12 @@ fi
 if [ "${BENCH_BIG:-1}" = 1 ]; then
     # shellcheck source=scripts/bench/bigfiles.sh
     source "$ROOT/scripts/bench/bigfiles.sh"
+fi
+
+# ================================================================ find and versions
+if [ "${BENCH_SEARCH:-1}" = 1 ]; then
+    # shellcheck source=scripts/bench/search.sh
+    source "$ROOT/scripts/bench/search.sh"
 fi
 
 # ---------------------------------------------------------------- report

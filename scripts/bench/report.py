@@ -252,6 +252,34 @@ class Report:
                        f"| {ratio(fr, st, False)} | – | – |")
         return out
 
+    def search_table(self):
+        files = int(self.m.get("sr_files", 100000))
+        snaps = int(self.m.get("sr_snapshots", 10))
+        out = ["| measurement | file-restore | libguestfs | host mount (floor) | file-restore vs libguestfs "
+               "| file-restore vs mount |", "|---|---|---|---|---|---|"]
+        rows = [
+            (f"`find --name` over {files:,} files, cold VM", "sr_find_cold", "sr_lg_find", "sr_mnt_find"),
+            (f"`find --name` over {files:,} files, warm VM", "sr_find_warm", None, "sr_mnt_find"),
+            (f"`find` of every entry ({files:,}+ matches as JSON Lines), warm VM", "sr_find_all", None, None),
+            (f"`versions` of one path over {snaps} snapshots (starts and stops {snaps} VMs)",
+             "sr_versions", "sr_lg_versions", "sr_mnt_versions"),
+            (f"`versions --hash` over {snaps} snapshots", "sr_versions_hash", "sr_lg_versions_hash",
+             "sr_mnt_versions"),
+        ]
+        for name, fk, lk, mk in rows:
+            fr, frt = self.cell(fk)
+            lg, lgt = self.cell(lk) if lk else (None, "–")
+            mn, mnt = self.cell(mk) if mk else (None, "–")
+            out.append(f"| {name} | {frt} | {lgt} | {mnt} | {ratio(fr, lg)} | {ratio(fr, mn)} |")
+        _, dt = self.cell("sr_lg_diff")
+        out.append("")
+        out.append(f"libguestfs: `find` is `virt-ls -R` piped to grep (one appliance); `versions` is `virt-ls -l` "
+                   f"per snapshot, `--hash` `guestfish checksum sha256` per snapshot ({snaps} appliances each); "
+                   f"`virt-diff` of two snapshots took {dt}. The host mount: "
+                   "`find -name` with the page cache dropped; per snapshot losetup + mount + stat + sha256sum "
+                   "+ umount.")
+        return out
+
     def boot_table(self):
         out = ["| measurement | target | value | met? |", "|---|---|---|---|"]
         b, bt = self.cell("fa_boot")
@@ -365,6 +393,9 @@ class Report:
         if any(k.startswith("bf_") for k in list(self.s) + list(self.f)):
             out += ["", "## Big files (map path: the guest names the extents, the host reads QEMU's export)", ""]
             out += self.bigfiles_table()
+        if any(k.startswith("sr_") for k in list(self.s) + list(self.f)):
+            out += ["", "## Find and versions", ""]
+            out += self.search_table()
         out += ["", "## Boot", ""]
         out += self.boot_table()
         if self.notes.texts:
