@@ -5,7 +5,9 @@
 //! one call for a whole disk. A virtual path (`/`, a disk, a bucket type, an
 //! LVM group) stands for every bucket below it, each mounted on demand as
 //! for a listing; a bucket that cannot be searched (locked, no filesystem,
-//! a failing mount) is a `skip` line, never the end of the search. A bucket
+//! a failing mount) is a `skip` line, never the end of the search; one whose
+//! content is other buckets (an LVM PV, an md member, an opened container)
+//! is passed over without one. A bucket
 //! reached from several disks (an LV or md array spanning them) is searched
 //! once, under the first disk. Memory is bounded by the depth of the tree
 //! (one open directory per level, [`file_restore_wire::find::MAX_DEPTH`]),
@@ -139,6 +141,16 @@ fn buckets_below(state: &State, path: &VPath) -> Vec<(String, Arc<Bucket>)> {
     out
 }
 
+/// Whether a bucket's content is searched as other buckets: an LVM PV (its
+/// LVs), an md member (its array), an opened LUKS or BitLocker container
+/// (its `luks/` or `bitlocker/` bucket). Those are passed over quietly; a
+/// locked container, swap or an unknown type is a skip line.
+fn holds_other_buckets(b: &Bucket) -> bool {
+    use file_restore_fsmagic::FsType;
+    matches!(b.fstype, FsType::LvmPv | FsType::MdMember)
+        || (b.encryption.is_some() && b.locked == Some(false))
+}
+
 /// The walk, writing lines into `w`.
 fn run(state: &State, start: Start, filter: &Filter, max: u64, w: impl Write) -> io::Result<()> {
     let mut out = Events::new(w, max);
@@ -161,7 +173,7 @@ fn run(state: &State, start: Start, filter: &Filter, max: u64, w: impl Write) ->
             }
         }
         Start::Buckets(buckets) => {
-            for (disk, b) in buckets {
+            for (disk, b) in buckets.into_iter().filter(|(_, b)| !holds_other_buckets(b)) {
                 let prefix = walk::bucket_prefix(&disk, b.kind, &b.name);
                 let dir = bucket_root(state, &disk, b.kind, &b.name).and_then(|root| {
                     root.open_at(b"", libc::O_RDONLY | libc::O_DIRECTORY, Last::NoFollow)

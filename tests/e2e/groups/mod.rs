@@ -47,6 +47,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(bitlocker::bitlocker_groups());
     v.push(search::find_group(ctx));
     v.push(search::skip_group(ctx));
+    v.push(search::stacks_group());
     v.push(search::versions_group());
     // The matrix: every image with its buckets.
     for (key, weight) in [

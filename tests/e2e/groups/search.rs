@@ -301,6 +301,64 @@ pub fn skip_group(ctx: &Ctx) -> G {
     g
 }
 
+/// A locked LUKS container is named and skipped; with its key, what it
+/// holds (an LVM VG) is searched, and the opened container and its PV are
+/// passed over quietly (their content is the LV's bucket).
+/// It runs on a private copy: the stack group of luks2-lvm opens the
+/// container of its own VM.
+pub fn stacks_group() -> G {
+    let mut g = G::new("search_luks", 20);
+    g.case("locked_named_then_searched_with_its_key", |ctx| {
+        let sc = ctx.scratch("search-luks")?;
+        let s = sc.path().join("luks2-lvm");
+        std::fs::create_dir(&s)?;
+        let copied = std::process::Command::new("cp")
+            .arg("--sparse=always")
+            .arg(ctx.fx.path("stacks/luks2-lvm/luks2-lvm.raw"))
+            .arg(&s)
+            .status()?;
+        ensure!(copied.success(), "copying luks2-lvm.raw failed");
+        let run = |extra: &[&OsStr]| -> Result<(Vec<String>, String)> {
+            let mut a = vec![
+                OsStr::new("find"),
+                s.as_os_str(),
+                OsStr::new("--name"),
+                OsStr::new("id.txt"),
+            ];
+            a.extend(extra);
+            let o = ctx.cli.run(a)?.check()?;
+            let paths = String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(4).map(str::to_owned))
+                .collect();
+            Ok((paths, o.stderr))
+        };
+        let (paths, err) = run(&[])?;
+        ensure!(paths == ["/luks2-lvm/part/1/id.txt"], "{paths:?}");
+        ensure!(
+            err.contains("not searched: /luks2-lvm/part/2") && err.contains("--key-file"),
+            "{err}"
+        );
+        let keys = sc.path().join("keys");
+        // The passphrase mkstacks.sh gives luks2-lvm's container.
+        std::fs::write(&keys, "second-pass\n")?;
+        let (mut paths, err) = run(&[OsStr::new("--key-file"), keys.as_os_str()])?;
+        paths.sort();
+        ensure!(
+            paths
+                == [
+                    "/luks2-lvm/lvm/cryptvg2/root/id.txt",
+                    "/luks2-lvm/part/1/id.txt"
+                ],
+            "{paths:?}"
+        );
+        ensure!(!err.contains("not searched"), "{err}");
+        ctx.cli.stop_vms_for(&s)?;
+        Ok(())
+    });
+    g
+}
+
 /// `versions --output-format json` rows.
 fn versions(ctx: &Ctx, sources: &[&std::path::Path], extra: &[&str]) -> Result<Vec<Value>> {
     let mut a: Vec<&OsStr> = vec![OsStr::new("versions")];
