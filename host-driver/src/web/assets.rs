@@ -3,6 +3,8 @@
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
+const SEARCH_JS: &str = include_str!("assets/search.js");
+const VERSIONS_JS: &str = include_str!("assets/versions.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 const ICON_SVG: &str = include_str!("assets/icon.svg");
 
@@ -15,6 +17,8 @@ pub fn index_html(csrf: &str) -> String {
 pub fn asset(path: &str) -> Option<(&'static str, &'static [u8])> {
     Some(match path {
         "/assets/app.js" => ("text/javascript; charset=utf-8", APP_JS.as_bytes()),
+        "/assets/search.js" => ("text/javascript; charset=utf-8", SEARCH_JS.as_bytes()),
+        "/assets/versions.js" => ("text/javascript; charset=utf-8", VERSIONS_JS.as_bytes()),
         "/assets/app.css" => ("text/css; charset=utf-8", APP_CSS.as_bytes()),
         "/assets/icon.svg" | "/favicon.ico" => ("image/svg+xml", ICON_SVG.as_bytes()),
         _ => return None,

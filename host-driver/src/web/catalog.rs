@@ -192,6 +192,25 @@ impl Catalog {
         known(self)
     }
 
+    /// The versions of source `id`, newest first: a snapshot's whole group
+    /// (the snapshots of the same VM id directory under the same root), or
+    /// the source alone. Empty when `id` is not in the catalog.
+    pub fn versions_of(&self, id: &str) -> Vec<CatalogEntry> {
+        let all = self.entries();
+        let Some(me) = all.iter().find(|e| e.id == id).cloned() else {
+            return Vec::new();
+        };
+        if me.kind != "snapshot" {
+            return vec![me];
+        }
+        let mut group: Vec<CatalogEntry> = all
+            .into_iter()
+            .filter(|e| e.kind == "snapshot" && e.root == me.root && e.group == me.group)
+            .collect();
+        group.sort_by(|a, b| b.time.cmp(&a.time).then(a.label.cmp(&b.label)));
+        group
+    }
+
     /// Whether exactly one SOURCE was given on the command line (its disks
     /// are then shown without a click).
     pub fn single_source(&self) -> Option<&str> {
@@ -248,5 +267,15 @@ mod tests {
         assert!(!c.contains(&canon.join("102").to_string_lossy()));
         assert!(!c.contains("/etc/passwd"));
         assert_eq!(c.single_source(), None);
+        let id = |d: &str| canon.join(d).to_string_lossy().into_owned();
+        let labels =
+            |id: &str| -> Vec<String> { c.versions_of(id).into_iter().map(|e| e.label).collect() };
+        assert_eq!(
+            labels(&id("100/qemu-1700000000")),
+            ["qemu-1700003600", "qemu-1700000000"]
+        );
+        assert_eq!(labels(&id("101/qemu-1600000000")), ["qemu-1600000000"]);
+        assert_eq!(labels(&id("loose.raw")), ["loose.raw"]);
+        assert!(c.versions_of("/etc/passwd").is_empty());
     }
 }

@@ -9,10 +9,11 @@
 //! page's HTML, JS and CSS are embedded in the binary (`assets`).
 //!
 //! Folder: the server, routes, catalog, downloads and archives, the
-//! security guard. Every VM call goes through `driver` and nothing else;
-//! below it web imports only `source` (the catalog classifies SOURCE
-//! arguments and finds images), `helper::initrd::new_ticket` (random
-//! session tokens) and `util`.
+//! search stream and the Versions answer, the security guard. Every VM call
+//! goes through `driver` (or `versions`, one path across a VM's snapshots,
+//! on top of it) and nothing else; below them web imports only `source`
+//! (the catalog classifies SOURCE arguments and finds images),
+//! `helper::initrd::new_ticket` (random session tokens) and `util`.
 
 mod archive;
 mod assets;
@@ -20,8 +21,10 @@ mod catalog;
 mod download;
 mod query;
 mod routes;
+mod search;
 mod security;
 mod unlock;
+mod versions;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -60,6 +60,20 @@ pub fn params(query: Option<&str>, key: &str) -> Option<Vec<String>> {
         .collect()
 }
 
+/// Every `key=value` pair of `query`, decoded, in order (`None` if one is
+/// malformed).
+pub fn pairs(query: Option<&str>) -> Option<Vec<(String, String)>> {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            Some((percent_decode(k)?, percent_decode(v)?))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +91,16 @@ mod tests {
             Some(vec!["YQ==".to_string(), "Yg==".to_string()])
         );
         assert_eq!(params(Some("path=%zz"), "path"), None);
+        assert_eq!(
+            pairs(Some("name=*.txt&type=f&&x")),
+            Some(vec![
+                ("name".to_string(), "*.txt".to_string()),
+                ("type".to_string(), "f".to_string()),
+                ("x".to_string(), String::new()),
+            ])
+        );
+        assert_eq!(pairs(Some("name=%zz")), None);
+        assert_eq!(pairs(None), Some(vec![]));
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_encode("a b/ü"), "a%20b%2F%C3%BC");

@@ -11,6 +11,8 @@
 //! | `GET /api/list?source=ID&path=B64` | the Entry array, directories first, by name |
 //! | `GET /api/download?source=ID&path=B64[&format=zip\|tar.zst]` | the file (Range honoured) or the archive |
 //! | `GET /api/archive?source=ID&path=B64&path=B64…` | the selected paths as one tar |
+//! | `GET /api/find?source=ID&path=B64&name=…` | the search below the path, streamed as JSON Lines (`search`) |
+//! | `GET /api/versions?source=ID&path=B64[&hash=1]` | the path in every snapshot of the source's VM (`versions`) |
 //! | `GET /api/status` | the VMs of this catalog's sources (`VmReport`s) |
 //! | `POST /api/stop?name=NAME` | stops that VM (CSRF header needed) |
 //! | `POST /api/unlock?source=ID`, body `{"passphrase": "…"}` | tries it on the source's locked LUKS containers (CSRF header needed): the `UnlockAnswer` |
@@ -42,8 +44,8 @@ pub type Body = BoxBody<Bytes, io::Error>;
 
 /// What the handlers share.
 pub struct State<D> {
-    driver: Arc<D>,
-    catalog: Catalog,
+    pub(super) driver: Arc<D>,
+    pub(super) catalog: Catalog,
     guard: Guard,
 }
 
@@ -66,14 +68,14 @@ fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     r
 }
 
-fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+pub(super) fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
     match serde_json::to_vec(value) {
         Ok(v) => full(status, "application/json", v),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("JSON: {e}")),
     }
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     #[derive(Serialize)]
     struct E {
         error: String,
@@ -87,7 +89,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 
 /// A driver error as an answer: the daemon's status and own message where it
 /// refused, 502 where no VM could be had.
-fn driver_error(e: &DriverError) -> Response<Body> {
+pub(super) fn driver_error(e: &DriverError) -> Response<Body> {
     let status = match e {
         DriverError::Client(c) => c
             .http_status()
@@ -239,6 +241,8 @@ async fn route<D: BlockRestoreDriver>(state: &State<D>, req: Request<Incoming>) 
             }
             Err(f) => f.answer(),
         },
+        "/api/find" => super::search::find(state, q).await,
+        "/api/versions" => super::versions::versions(state, q).await,
         "/api/status" => match visible_vms(state).await {
             Ok(vms) => json(StatusCode::OK, &vms),
             Err(e) => driver_error(&e),
@@ -268,16 +272,20 @@ fn sort_entries(entries: &mut [Entry]) {
 }
 
 /// A refused request: its status and message.
-struct Fail(StatusCode, String);
+pub(super) struct Fail(pub(super) StatusCode, pub(super) String);
 
 impl Fail {
-    fn answer(self) -> Response<Body> {
+    /// The error answer.
+    pub(super) fn answer(self) -> Response<Body> {
         error(self.0, self.1)
     }
 }
 
 /// The `source` (which must be in the catalog) and the decoded `path`.
-fn source_and_path<D>(state: &State<D>, q: Option<&str>) -> Result<(String, Vec<u8>), Fail> {
+pub(super) fn source_and_path<D>(
+    state: &State<D>,
+    q: Option<&str>,
+) -> Result<(String, Vec<u8>), Fail> {
     let bad = |m: String| Fail(StatusCode::BAD_REQUEST, m);
     let source = param(q, "source").ok_or_else(|| bad("missing source".into()))?;
     if !state.catalog.contains(&source) {

@@ -309,6 +309,7 @@ function crumbsOf(node) {
 }
 
 async function select(node, expandToo) {
+  leaveSearch(); // search.js: back from search results to the listing
   document.querySelectorAll(".node.selected").forEach((n) => n.classList.remove("selected"));
   node.row.classList.add("selected");
   node.row.focus({ preventScroll: true });
@@ -390,7 +391,8 @@ function row(e, i) {
   const actions = el("td", { class: "a" });
   const inFs = node.kind === "bucket" || node.kind === "dir";
   if (inFs && e.type === "f") {
-    actions.append(el("a", { href: downloadUrl(node.source, e.filepath), download: "", class: "dl" }, "Download"));
+    actions.append(el("a", { href: downloadUrl(node.source, e.filepath), download: "", class: "dl" }, "Download"),
+      " ", versionsButton(node.source, e)); // versions.js
   } else if (inFs && e.type === "d") {
     actions.append(
       el("a", { href: downloadUrl(node.source, e.filepath, "zip"), download: "", class: "dl" }, "zip"), " ",
@@ -553,6 +555,8 @@ document.addEventListener("keydown", (ev) => {
     if (ev.key === "Escape" && node) { closeUnlock(node); ev.preventDefault(); }
     return;
   }
+  // The search form, the Versions panel and its buttons keep their keys too.
+  if (ev.target.closest && ev.target.closest("#search-form, #versions, button.versions")) return;
   if (ev.key === "/") { filter.focus(); ev.preventDefault(); return; }
   const nodeRow = ev.target.closest && ev.target.closest(".node");
   if (nodeRow) {
