@@ -29,7 +29,7 @@ pub(crate) fn enc(s: &str) -> String {
         .collect()
 }
 
-fn path_q(p: &[u8]) -> String {
+pub(crate) fn path_q(p: &[u8]) -> String {
     enc(&B64.encode(p))
 }
 
@@ -53,7 +53,7 @@ fn download(ctx: &Web, p: &[u8], format: Option<&str>, extra: &[(&str, &str)]) -
     )
 }
 
-fn expect_status(a: &Answer, want: u16, what: &str) -> Result<()> {
+pub(crate) fn expect_status(a: &Answer, want: u16, what: &str) -> Result<()> {
     ensure!(
         a.status == want,
         "{what}: HTTP {} (want {want}): {}",

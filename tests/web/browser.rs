@@ -240,7 +240,7 @@ pub(crate) async fn wait_js(c: &Client, what: &str, check: &str) -> Result<()> {
 }
 
 /// Waits for a finished download named `name` and returns its bytes.
-async fn downloaded(dir: &Path, name: &str) -> Result<Vec<u8>> {
+pub(crate) async fn downloaded(dir: &Path, name: &str) -> Result<Vec<u8>> {
     let t = Instant::now();
     let p = dir.join(name);
     loop {

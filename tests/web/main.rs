@@ -5,7 +5,8 @@
 //!
 //! SOURCE is `zeroed-super.img` (part 1 cannot be mounted, part 2 is a good
 //! ext4 with the "fat" tree); `--root` is the fixtures' backup store, whose
-//! snapshots are listed but never opened, and a scratch root holding
+//! snapshots are listed (and VM 100's two opened by the Versions cases,
+//! [`search`]), and a scratch root holding
 //! `big-dir.raw`, an ext4 with a directory of [`BIG_DIR_FILES`] files. The
 //! LUKS cases ([`luks`]) serve a LUKS2 image of their own.
 
@@ -13,6 +14,7 @@ mod api;
 mod browser;
 mod http;
 mod luks;
+mod search;
 mod server;
 
 use anyhow::{bail, Context, Result};
@@ -205,6 +207,7 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
 
     let mut g: Group<Web> = Group::new("web", 1);
     api::cases(&mut g, &url);
+    search::cases(&mut g, &url);
     browser::big_directory_case(&mut g);
     luks::cases(&mut g);
     server::cases(&mut g);
