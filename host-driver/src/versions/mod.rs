@@ -79,7 +79,7 @@ pub struct VersionsOptions {
 }
 
 /// VMs at once by default: one per core, as many as the host's available
-/// memory holds at [`VM_HOST_MIB`] each, at most [`MAX_DEFAULT_JOBS`].
+/// memory holds at ~400 MiB each, at most 8.
 pub fn default_jobs() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let by_memory = available_mib().map_or(cores, |m| (m / VM_HOST_MIB) as usize);

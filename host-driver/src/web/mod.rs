@@ -15,6 +15,7 @@
 //! (the catalog classifies SOURCE arguments and finds images),
 //! `helper::initrd::new_ticket` (random session tokens) and `util`.
 
+mod answer;
 mod archive;
 mod assets;
 mod catalog;
@@ -87,7 +88,7 @@ pub enum ServeError {
 /// A listening server, before it serves (the URL is known then).
 pub struct Server<D> {
     listener: TcpListener,
-    state: Arc<routes::State<D>>,
+    state: Arc<answer::State<D>>,
     url: String,
 }
 
@@ -138,7 +139,7 @@ impl<D: BlockRestoreDriver> Server<D> {
         }
         let guard = security::Guard::new(addr).map_err(|e| ServeError::Token(e.to_string()))?;
         let url = format!("http://{}/?token={}", guard.authority(), guard.token());
-        let state = Arc::new(routes::State::new(driver, catalog, guard));
+        let state = Arc::new(answer::State::new(driver, catalog, guard));
         Ok(Server {
             listener,
             state,

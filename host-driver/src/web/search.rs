@@ -24,9 +24,9 @@ use hyper::{Response, StatusCode};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use super::answer::{driver_error, error, source_and_path, Body, State};
 use super::download::StreamBody;
 use super::query::pairs;
-use super::routes::{driver_error, error, source_and_path, Body, State};
 use crate::driver::BlockRestoreDriver;
 use crate::util::text::error_chain;
 

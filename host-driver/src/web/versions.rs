@@ -15,8 +15,8 @@
 use hyper::{Response, StatusCode};
 use serde::Serialize;
 
+use super::answer::{error, json, source_and_path, Body, State};
 use super::query::param;
-use super::routes::{error, json, source_and_path, Body, State};
 use crate::driver::BlockRestoreDriver;
 use crate::versions::{default_jobs, VersionRow, VersionSource, VersionsOptions};
 
