@@ -172,9 +172,9 @@ pub fn describe(dir: &OwnedFd, name: &[u8], full_path: &[u8]) -> Entry {
     e
 }
 
-/// Sets type, leaf, size and mtime from a stat.
-pub fn fill_from_stat(e: &mut Entry, st: &libc::stat) {
-    e.entry_type = match st.st_mode & libc::S_IFMT {
+/// The entry type a stat's mode says.
+pub fn type_of_mode(mode: libc::mode_t) -> EntryType {
+    match mode & libc::S_IFMT {
         libc::S_IFDIR => EntryType::Directory,
         libc::S_IFLNK => EntryType::Symlink,
         libc::S_IFCHR => EntryType::CharDevice,
@@ -182,7 +182,12 @@ pub fn fill_from_stat(e: &mut Entry, st: &libc::stat) {
         libc::S_IFIFO => EntryType::Fifo,
         libc::S_IFSOCK => EntryType::Socket,
         _ => EntryType::File,
-    };
+    }
+}
+
+/// Sets type, leaf, size and mtime from a stat.
+pub fn fill_from_stat(e: &mut Entry, st: &libc::stat) {
+    e.entry_type = type_of_mode(st.st_mode);
     e.leaf = e.entry_type != EntryType::Directory;
     e.size = (e.entry_type != EntryType::Directory).then_some(st.st_size.max(0) as u64);
     e.mtime = Some(st.st_mtime);

@@ -11,7 +11,7 @@
 use super::events::{Events, Flow};
 use super::filter::Filter;
 use crate::confine;
-use crate::listing;
+use crate::listing::{self, type_of_mode};
 use file_restore_wire::find::MAX_DEPTH;
 use file_restore_wire::{vpath, EntryType};
 use std::io::{self, Write};
@@ -38,18 +38,6 @@ fn entry_type(t: nix::dir::Type) -> EntryType {
         Type::BlockDevice => EntryType::BlockDevice,
         Type::Fifo => EntryType::Fifo,
         Type::Socket => EntryType::Socket,
-    }
-}
-
-fn type_of_mode(mode: libc::mode_t) -> EntryType {
-    match mode & libc::S_IFMT {
-        libc::S_IFDIR => EntryType::Directory,
-        libc::S_IFLNK => EntryType::Symlink,
-        libc::S_IFCHR => EntryType::CharDevice,
-        libc::S_IFBLK => EntryType::BlockDevice,
-        libc::S_IFIFO => EntryType::Fifo,
-        libc::S_IFSOCK => EntryType::Socket,
-        _ => EntryType::File,
     }
 }
 
