@@ -104,6 +104,8 @@ NEEDS=(
     "guestfish libguestfs-tools"
     "/boot/vmlinuz-*-amd64 linux-image-amd64"
     "sfdisk fdisk"
+    # Partition tables of other systems (tests/fixtures/mklabels.sh).
+    "parted parted"
     "cpio cpio"
     "xz xz-utils"
     "zstd zstd"

@@ -74,6 +74,10 @@ pub enum FsType {
     Vxfs,
     /// QNX4.
     Qnx4,
+    /// GFS2 (Red Hat's cluster filesystem; read with a local lock protocol).
+    Gfs2,
+    /// OCFS2 (Oracle's cluster filesystem; read without cluster services).
+    Ocfs2,
     /// An APFS container (Apple); no Linux driver reads it.
     Apfs,
     /// An LVM2 physical volume.
@@ -126,6 +130,8 @@ impl FsType {
             FsType::Sysv => "sysv",
             FsType::Vxfs => "vxfs",
             FsType::Qnx4 => "qnx4",
+            FsType::Gfs2 => "gfs2",
+            FsType::Ocfs2 => "ocfs2",
             FsType::Apfs => "apfs",
             FsType::LvmPv => "LVM2_member",
             FsType::Swap => "swap",

@@ -51,6 +51,12 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         FsType::Sysv => ("sysv", ""),
         FsType::Vxfs => ("freevxfs", ""),
         FsType::Qnx4 => ("qnx4", ""),
+        // Cluster filesystems, read as local ones. GFS2 would otherwise ask for the
+        // DLM of its cluster (lock_dlm), which the guest has not: lock_nolock reads it
+        // alone. OCFS2 on a read-only device with heartbeat=none mounts "hard read-only":
+        // no cluster services, no journal recovery (fs/ocfs2/super.c).
+        FsType::Gfs2 => ("gfs2", "lockproto=lock_nolock"),
+        FsType::Ocfs2 => ("ocfs2", "heartbeat=none"),
         FsType::Apfs
         | FsType::LvmPv
         | FsType::Swap

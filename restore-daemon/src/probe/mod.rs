@@ -132,6 +132,8 @@ fn fs_type_of(blkid_type: &str) -> FsType {
         "sysv" | "xenix" => FsType::Sysv,
         "vxfs" => FsType::Vxfs,
         "qnx4" => FsType::Qnx4,
+        "gfs2" => FsType::Gfs2,
+        "ocfs2" => FsType::Ocfs2,
         "apfs" => FsType::Apfs,
         "LVM2_member" => FsType::LvmPv,
         "swap" => FsType::Swap,

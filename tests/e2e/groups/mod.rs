@@ -10,6 +10,7 @@
 
 mod bitlocker;
 mod extract;
+mod labels;
 mod lifecycle;
 mod mapped;
 mod matrix;
@@ -43,6 +44,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(refusals::bad_sources());
     v.extend(opened::opened_sources());
     v.extend(older::older_filesystems());
+    v.extend(labels::label_groups());
     v.extend(mapped::mapped_groups());
     v.extend(bitlocker::bitlocker_groups());
     v.push(search::find_group(ctx));
