@@ -126,13 +126,30 @@ fn settle(p: &mut Progress, disks: &[Disk]) -> bool {
         }
         if !new_pv.is_empty() {
             log::info!("LVM physical volumes {}: activating", new_pv.join(", "));
-            if let Err(e) = lvm::activate(tools) {
+            let pvs: Vec<lvm::dup::Pv> = devices
+                .iter()
+                .filter(|(_, t)| *t == FsType::LvmPv)
+                .map(|(k, _)| lvm::dup::Pv {
+                    kname: k.clone(),
+                    uuid: pv_uuid(k),
+                })
+                .collect();
+            if let Err(e) = lvm::activate(tools, &pvs) {
                 log::warn!("lvm: {e}");
             }
             p.pvs.extend(new_pv);
         }
     }
     any
+}
+
+/// The PV UUID libblkid reads on `kname` (empty when it reads none).
+fn pv_uuid(kname: &str) -> String {
+    blockdev::node(kname)
+        .ok()
+        .and_then(|n| probe::detect(&n).ok())
+        .and_then(|d| d.uuid)
+        .unwrap_or_default()
 }
 
 /// A bucket built on other devices, and the disks (kernel names) it is on.

@@ -8,6 +8,8 @@ pub type BlkidProbe = *mut c_void;
 
 /// `BLKID_SUBLKS_LABEL`: read the label.
 pub const SUBLKS_LABEL: c_int = 1 << 1;
+/// `BLKID_SUBLKS_UUID`: read the UUID.
+pub const SUBLKS_UUID: c_int = 1 << 3;
 /// `BLKID_SUBLKS_TYPE`: define `TYPE`.
 pub const SUBLKS_TYPE: c_int = 1 << 5;
 /// `BLKID_SUBLKS_USAGE`: define `USAGE`.

@@ -35,6 +35,8 @@ pub struct Detected {
     pub label: Option<String>,
     /// libblkid's `VERSION` (`1.0`, `FAT32`, LUKS `2`), when it says one.
     pub version: Option<String>,
+    /// libblkid's `UUID` (a filesystem's, an LVM PV's), when it says one.
+    pub uuid: Option<String>,
     /// For `name` `ambiguous`: the signatures that contradict each other.
     pub conflicts: Vec<String>,
 }
@@ -46,6 +48,7 @@ impl Detected {
             name: FsType::Unknown.name().to_owned(),
             label: None,
             version: None,
+            uuid: None,
             conflicts: Vec::new(),
         }
     }
@@ -98,6 +101,7 @@ pub fn detect(path: &Path) -> io::Result<Detected> {
         name: sig.kind,
         label: sig.label,
         version: sig.version,
+        uuid: sig.uuid,
         conflicts: sig.conflicts,
     })
 }
@@ -150,6 +154,7 @@ struct Signature {
     kind: String,
     label: Option<String>,
     version: Option<String>,
+    uuid: Option<String>,
     conflicts: Vec<String>,
 }
 
@@ -200,7 +205,11 @@ fn probe(path: &Path) -> io::Result<Option<Signature>> {
         ffi::blkid_probe_enable_superblocks(pr.0, 1);
         ffi::blkid_probe_set_superblocks_flags(
             pr.0,
-            ffi::SUBLKS_LABEL | ffi::SUBLKS_TYPE | ffi::SUBLKS_USAGE | ffi::SUBLKS_VERSION,
+            ffi::SUBLKS_LABEL
+                | ffi::SUBLKS_UUID
+                | ffi::SUBLKS_TYPE
+                | ffi::SUBLKS_USAGE
+                | ffi::SUBLKS_VERSION,
         );
         ffi::blkid_do_safeprobe(pr.0)
     };
@@ -213,6 +222,7 @@ fn probe(path: &Path) -> io::Result<Option<Signature>> {
                 kind,
                 label: pr.value(c"LABEL"),
                 version: pr.value(c"VERSION"),
+                uuid: pr.value(c"UUID"),
                 conflicts: Vec::new(),
             }))
         }
@@ -233,6 +243,7 @@ fn probe(path: &Path) -> io::Result<Option<Signature>> {
                 kind: "ambiguous".into(),
                 label: None,
                 version: None,
+                uuid: None,
                 conflicts: kinds,
             }))
         }

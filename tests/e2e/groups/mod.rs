@@ -9,6 +9,7 @@
 //! `checks`, `Ctx` and the `file_restore_tests` library.
 
 mod bitlocker;
+mod dupvg;
 mod extract;
 mod labels;
 mod lifecycle;
@@ -44,6 +45,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(refusals::bad_sources());
     v.extend(opened::opened_sources());
     v.extend(older::older_filesystems());
+    v.extend(dupvg::dupvg_groups());
     v.extend(labels::label_groups());
     v.extend(mapped::mapped_groups());
     v.extend(bitlocker::bitlocker_groups());

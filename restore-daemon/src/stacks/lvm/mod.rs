@@ -12,18 +12,20 @@
 //! complete (raid LVs with enough legs too) and leaves LVs with missing
 //! extents inactive; those are listed with an error naming the cause.
 //! `-K` activates LVs flagged to skip activation (thin snapshots are, by
-//! default).
+//! default). Two VGs of one name and cloned disks are `dup`'s.
 
+pub mod dup;
 mod report;
 mod thin;
 
 use super::blockdev;
 use super::tools::Tools;
-use report::{FullReport, SegRow, VgReport, VgsReport};
+use report::{FullReport, PvsReport, SegRow, VgReport, VgsReport};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Limit for one lvm call.
-const LIMIT: Duration = Duration::from_secs(120);
+pub(crate) const LIMIT: Duration = Duration::from_secs(120);
 
 /// A logical volume as a bucket.
 #[derive(Debug)]
@@ -40,9 +42,13 @@ pub struct Volume {
     pub error: Option<String>,
 }
 
-/// The names of the VGs lvm finds.
-fn vg_names(tools: &Tools) -> Result<Vec<String>, String> {
-    let args = ["vgs", "--reportformat", "json", "-o", "vg_name"];
+/// The VGs lvm finds: name and UUID.
+fn vg_rows(tools: &Tools) -> Result<Vec<(String, String)>, String> {
+    let filter = dup::filter();
+    let mut args = vec!["vgs", "--reportformat", "json", "-o", "vg_name,vg_uuid"];
+    if !filter.is_empty() {
+        args.extend(["--config", filter.as_str()]);
+    }
     let out = tools.run("lvm", &args, None, LIMIT)?;
     // A VG with a missing PV makes vgs exit non-zero while still reporting.
     let parsed: VgsReport = serde_json::from_slice(&out.stdout).map_err(|e| {
@@ -56,39 +62,28 @@ fn vg_names(tools: &Tools) -> Result<Vec<String>, String> {
         .report
         .into_iter()
         .flat_map(|s| s.vg)
-        .map(|r| r.vg_name)
+        .map(|r| (r.vg_name, r.vg_uuid))
         .collect())
 }
 
-/// Activates every VG read-only; returns the VG names found.
-pub fn activate(tools: &Tools) -> Result<Vec<String>, String> {
-    let vgs: Vec<String> = vg_names(tools)?
-        .into_iter()
-        .filter(|n| blockdev::is_safe_name(n))
-        .collect();
-    if vgs.is_empty() {
-        log::info!("lvm: no volume groups");
-        return Ok(vgs);
-    }
-    let list: Vec<String> = vgs.iter().map(|v| format!("\"{v}\"")).collect();
-    let config = format!(
-        "activation {{ read_only_volume_list = [ {} ] }}",
-        list.join(", ")
-    );
+/// Runs `vgchange -ay` read-only with `extra` arguments (VG names or a
+/// `--select`).
+fn vgchange(tools: &Tools, config: &str, extra: &[&str]) {
     let started = std::time::Instant::now();
-    let args = [
+    let mut args = vec![
         "vgchange",
         "-ay",
         "-K",
         "--activationmode",
         "degraded",
         "--config",
-        &config,
+        config,
     ];
+    args.extend_from_slice(extra);
     match tools.run("lvm", &args, None, LIMIT) {
         Ok(out) if out.ok() => log::info!(
             "lvm: activated {} in {} ms",
-            vgs.join(", "),
+            extra.join(" "),
             started.elapsed().as_millis()
         ),
         // Partial success is normal (an LV with a missing PV): the report says
@@ -100,7 +95,89 @@ pub fn activate(tools: &Tools) -> Result<Vec<String>, String> {
         ),
         Err(e) => log::warn!("lvm: {e}"),
     }
-    Ok(vgs)
+}
+
+/// Activates every VG read-only, on the physical volumes `pvs` (all the
+/// scan found so far); returns the VG names found. Duplicate PVs (clones)
+/// and VG names used twice are `dup`'s.
+pub fn activate(tools: &Tools, pvs: &[dup::Pv]) -> Result<Vec<String>, String> {
+    let filter = dup::set_hidden(dup::duplicates(pvs));
+    let rows: Vec<(String, String)> = vg_rows(tools)?
+        .into_iter()
+        .filter(|(n, _)| blockdev::is_safe_name(n))
+        .collect();
+    if rows.is_empty() {
+        log::info!("lvm: no volume groups");
+        return Ok(Vec::new());
+    }
+    let mut names: Vec<String> = rows.iter().map(|(n, _)| n.clone()).collect();
+    names.sort();
+    names.dedup();
+    let list: Vec<String> = names.iter().map(|v| format!("\"{v}\"")).collect();
+    let config = format!(
+        "activation {{ read_only_volume_list = [ {} ] }} {filter}",
+        list.join(", ")
+    );
+    let twice: Vec<&String> = names
+        .iter()
+        .filter(|n| rows.iter().filter(|(m, _)| m == *n).count() > 1)
+        .collect();
+    if twice.is_empty() {
+        vgchange(tools, &config, &[]);
+    } else {
+        // Each VG of a name used twice on its own, renamed before the next.
+        let once: Vec<&str> = names
+            .iter()
+            .filter(|n| !twice.contains(n))
+            .map(String::as_str)
+            .collect();
+        if !once.is_empty() {
+            vgchange(tools, &config, &once);
+        }
+        for (name, uuid) in rows.iter().filter(|(n, _)| twice.contains(&n)) {
+            log::info!("lvm: VG name {name} is used twice; activating VG {uuid} alone");
+            let select = format!("vg_uuid={uuid}");
+            vgchange(tools, &config, &["--select", &select]);
+            dup::rename_vg(tools, uuid);
+        }
+    }
+    if !filter.is_empty() {
+        dup::clear_copies();
+        for (vg_uuid, pvs) in vg_pvs(tools, &filter)? {
+            dup::copy_clones(tools, &vg_uuid, &pvs);
+        }
+    }
+    Ok(names)
+}
+
+/// Per VG UUID, the kernel names of the PVs lvm2 uses.
+fn vg_pvs(tools: &Tools, filter: &str) -> Result<BTreeMap<String, Vec<String>>, String> {
+    let args = [
+        "pvs",
+        "--reportformat",
+        "json",
+        "-o",
+        "pv_name,vg_uuid",
+        "--config",
+        filter,
+    ];
+    let out = tools.run("lvm", &args, None, LIMIT)?;
+    let parsed: PvsReport = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "lvm pvs gave no usable report ({e}; exit {:?}): {}",
+            out.code,
+            out.stderr_tail()
+        )
+    })?;
+    let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in parsed.report.into_iter().flat_map(|s| s.pv) {
+        if let Some(k) = pv_kname(&r.pv_name) {
+            if !r.vg_uuid.is_empty() {
+                map.entry(r.vg_uuid).or_default().push(k);
+            }
+        }
+    }
+    Ok(map)
 }
 
 /// The kernel name of a PV's device node (`/dev/vda2`, or `/dev/mapper/x`,
@@ -123,7 +200,8 @@ fn pv_kname(pv_name: &str) -> Option<String> {
 /// `lvm fullreport` (VGs, PVs, LVs and segments in one process, which under
 /// TCG saves a few hundred ms per call avoided).
 pub fn volumes(tools: &Tools) -> Result<Vec<Volume>, String> {
-    let args = [
+    let filter = dup::filter();
+    let mut args = vec![
         "fullreport",
         "-a",
         "--reportformat",
@@ -153,6 +231,9 @@ pub fn volumes(tools: &Tools) -> Result<Vec<Volume>, String> {
         "lv_name,segtype,devices,thin_id,chunk_size,pool_lv,data_lv,metadata_lv,seg_size,\
          seg_start,seg_pe_ranges",
     ];
+    if !filter.is_empty() {
+        args.extend(["--config", filter.as_str()]);
+    }
     let out = tools.run("lvm", &args, None, LIMIT)?;
     // A VG with a missing PV makes lvm exit non-zero while still reporting.
     let full: FullReport = serde_json::from_slice(&out.stdout).map_err(|e| {
@@ -185,7 +266,43 @@ pub fn volumes(tools: &Tools) -> Result<Vec<Volume>, String> {
         }
         vols.extend(v);
     }
+    let clones = clone_volumes(&vols);
+    vols.extend(clones);
     Ok(vols)
+}
+
+/// The LVs of every clone `dup` copied: the original's LVs, on the copies.
+fn clone_volumes(vols: &[Volume]) -> Vec<Volume> {
+    let mut out = Vec::new();
+    for c in dup::copies() {
+        for v in vols {
+            if v.pvs.is_empty() || !v.pvs.iter().all(|p| c.originals.contains(p)) {
+                continue;
+            }
+            let kname = v.kname.as_ref().and_then(|k| c.devices.get(k)).cloned();
+            let error = match (&kname, &c.error, &v.error) {
+                (Some(_), _, _) => None,
+                (None, Some(e), _) => Some(format!(
+                    "logical volume {}/{} of a cloned disk: {e}",
+                    v.vg, v.lv
+                )),
+                (None, None, Some(e)) => Some(e.clone()),
+                (None, None, None) => Some(format!(
+                    "logical volume {}/{} of a cloned disk: its device could not be copied \
+                     (thin volumes of clones are not supported yet)",
+                    v.vg, v.lv
+                )),
+            };
+            out.push(Volume {
+                vg: v.vg.clone(),
+                lv: v.lv.clone(),
+                kname,
+                pvs: c.pvs.clone(),
+                error,
+            });
+        }
+    }
+    out
 }
 
 /// Whether the first 4 KiB of `/dev/<kname>` can be read.

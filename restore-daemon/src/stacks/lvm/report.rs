@@ -71,6 +71,34 @@ pub struct VgInfo {
 pub struct VgRow {
     /// Its name.
     pub vg_name: String,
+    /// Its UUID.
+    #[serde(default)]
+    pub vg_uuid: String,
+}
+
+/// `lvm pvs --reportformat json -o pv_name,vg_uuid`.
+#[derive(Deserialize)]
+pub struct PvsReport {
+    /// One section per report (lvm2 prints one).
+    pub report: Vec<PvsSection>,
+}
+
+/// A section of [`PvsReport`].
+#[derive(Deserialize)]
+pub struct PvsSection {
+    /// The PV rows.
+    #[serde(default)]
+    pub pv: Vec<PvsRow>,
+}
+
+/// A PV of `lvm pvs`.
+#[derive(Deserialize)]
+pub struct PvsRow {
+    /// Its device node.
+    pub pv_name: String,
+    /// Its VG's UUID (empty for a PV in no VG).
+    #[serde(default)]
+    pub vg_uuid: String,
 }
 
 /// One VG's part of `lvm fullreport`.
