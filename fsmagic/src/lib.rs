@@ -325,12 +325,22 @@ pub fn detect(buf: &[u8]) -> FsType {
     }
     const UFS_MAGIC: u32 = 0x0001_1954;
     const UFS2_MAGIC: u32 = 0x1954_0119;
-    for (sb, ty) in [(8192usize, FsType::Ufs1), (65536, FsType::Ufs2)] {
+    // Linux reads UFS2 at 64 KiB and UFS1 at 8 KiB. A UFS2 superblock at 64 KiB
+    // decides first: NetBSD's makefs also leaves a UFS2 superblock at 8 KiB.
+    let magic_at = |sb: usize, magics: &[u32]| {
         let off = sb + 1372;
-        let m = [le32(buf, off), be32(buf, off)];
-        if m.contains(&Some(UFS_MAGIC)) || m.contains(&Some(UFS2_MAGIC)) {
-            return ty;
-        }
+        [le32(buf, off), be32(buf, off)]
+            .iter()
+            .any(|m| m.is_some_and(|m| magics.contains(&m)))
+    };
+    if magic_at(65536, &[UFS2_MAGIC]) {
+        return FsType::Ufs2;
+    }
+    if magic_at(8192, &[UFS_MAGIC, UFS2_MAGIC]) {
+        return FsType::Ufs1;
+    }
+    if magic_at(65536, &[UFS_MAGIC]) {
+        return FsType::Ufs2;
     }
     if is_vfat(buf) {
         return FsType::Vfat;

@@ -67,6 +67,13 @@ impl Detected {
             "xfs_external_log" => "it is an XFS external log device and holds no files".into(),
             "squashfs3" => "squashfs 3 is not supported by Linux".into(),
             "swsuspend" => "it is a hibernation image in a swap area and holds no files".into(),
+            // mdadm finds an IMSM member's slot by the disk's SCSI or NVMe serial
+            // number, and virtio disks answer neither inquiry.
+            "isw_raid_member" => "it is a member of an Intel RST (IMSM) firmware RAID set, \
+                 which mdadm assembles only on disks whose serial numbers it can read (virtio \
+                 disks have none it reads); a RAID1 member's partitions are listed as those of \
+                 a plain disk"
+                .into(),
             n if n.ends_with("_raid_member") => format!(
                 "it is a member of a {} firmware RAID set, which this version cannot assemble yet",
                 n.trim_end_matches("_raid_member")
@@ -143,7 +150,9 @@ fn fs_type_of(blkid_type: &str) -> FsType {
         "swap" => FsType::Swap,
         "crypto_LUKS" => FsType::Luks,
         "BitLocker" => FsType::Bitlocker,
-        "linux_raid_member" => FsType::MdMember,
+        // DDF (SNIA's firmware-RAID format: LSI/Avago MegaRAID, Adaptec, mdadm):
+        // mdadm assembles its containers and volumes like md's own arrays.
+        "linux_raid_member" | "ddf_raid_member" => FsType::MdMember,
         _ => FsType::Unknown,
     }
 }

@@ -144,3 +144,16 @@ fn names_bitlocker() {
     );
     assert!(d.unmountable_reason().unwrap().contains("--key-file"));
 }
+
+#[test]
+fn firmware_raid_members() {
+    // DDF members go to mdadm like md's own; IMSM ones are named with the reason.
+    assert_eq!(fs_type_of("ddf_raid_member"), FsType::MdMember);
+    assert_eq!(fs_type_of("gfs2"), FsType::Gfs2);
+    assert_eq!(fs_type_of("ocfs2"), FsType::Ocfs2);
+    let isw = Detected {
+        name: "isw_raid_member".into(),
+        ..Detected::unknown()
+    };
+    assert!(isw.unmountable_reason().unwrap().contains("serial numbers"));
+}

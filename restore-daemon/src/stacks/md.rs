@@ -49,6 +49,35 @@ pub fn assemble(tools: &Tools) {
         ),
         Err(e) => log::warn!("md: {e}"),
     }
+    // A DDF container is assembled by the scan, its volumes are not: mdadm starts
+    // them from the container (read-only: md itself does not write until written
+    // to, and the disks are read-only).
+    for kname in blockdev::derived_devices()
+        .into_iter()
+        .filter(|k| k.starts_with("md"))
+    {
+        let external = blockdev::attr(&kname, "md/metadata_version")
+            .is_some_and(|v| v.starts_with("external:") && !v.contains('/'));
+        let started = blockdev::holders(&kname)
+            .iter()
+            .any(|h| h.starts_with("md"));
+        if !external || started {
+            continue;
+        }
+        let Ok(node) = blockdev::node(&kname) else {
+            continue;
+        };
+        let node = node.to_string_lossy().into_owned();
+        let args = ["--incremental", "--run", &config, &node];
+        match tools.run("mdadm", &args, None, LIMIT) {
+            Ok(out) => log::info!(
+                "md: volumes of container {kname}: exit {:?}: {}",
+                out.code,
+                out.stderr_tail()
+            ),
+            Err(e) => log::warn!("md: {e}"),
+        }
+    }
 }
 
 /// `KEY=value` lines of `mdadm --detail --export`.
@@ -91,8 +120,17 @@ pub fn arrays(tools: &Tools) -> Vec<Array> {
             .run("mdadm", &["--detail", "--export", &node_str], None, LIMIT)
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        let name = bucket_name(export_value(&detail, "MD_NAME"), &kname);
         let level = export_value(&detail, "MD_LEVEL").unwrap_or("?").to_owned();
+        if level == "container" {
+            // A DDF or IMSM container holds the metadata; its volumes are the arrays.
+            continue;
+        }
+        // A volume of a container (DDF) has no MD_NAME; its name in the container's
+        // metadata is MD_DEVNAME.
+        let md_name = export_value(&detail, "MD_NAME").or_else(|| {
+            export_value(&detail, "MD_CONTAINER").and(export_value(&detail, "MD_DEVNAME"))
+        });
+        let name = bucket_name(md_name, &kname);
         let degraded = blockdev::attr(&kname, "md/degraded")
             .and_then(|d| d.parse::<u32>().ok())
             .unwrap_or(0);

@@ -11,6 +11,7 @@
 mod bitlocker;
 mod dupvg;
 mod extract;
+mod fwraid;
 mod labels;
 mod lifecycle;
 mod mapped;
@@ -47,6 +48,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(older::older_filesystems());
     v.extend(dupvg::dupvg_groups());
     v.extend(labels::label_groups());
+    v.extend(fwraid::fwraid_groups());
     v.extend(mapped::mapped_groups());
     v.extend(bitlocker::bitlocker_groups());
     v.push(search::find_group(ctx));

@@ -1,108 +1,140 @@
 //! Filesystems of older and other systems that the guest kernel reads
-//! (issue 19): images made by util-linux's mkfs tools, as three disks of one
-//! SOURCE directory, so one VM serves them.
+//! (issue 19): the images of tests/fixtures/mkolder.sh, made by each
+//! filesystem's own tools (reiserfsprogs, nilfs-tools, jfsutils, gfs2-utils,
+//! ocfs2-tools, udftools, util-linux, f2fs-tools, genromfs, erofs-utils,
+//! NetBSD's makefs) and indexed in `older/older.json`, as the disks of three
+//! SOURCE directories (`older/vm-a`, `-b`, `-c`), one VM each. Every
+//! image is named with its type and label, and every file it holds reads
+//! byte-exact (sha256 against the index).
 
 use super::G;
 use crate::Ctx;
 use anyhow::{ensure, Context, Result};
 use file_restore_tests::sys;
-use std::ffi::{OsStr, OsString};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use serde_json::Value;
+use std::ffi::OsString;
+use std::path::PathBuf;
 
-/// What cramfs.img holds (`mkfs.cramfs` from a directory, no mount).
-const CRAMFS_FILES: [(&str, &str); 2] = [
-    ("hello.txt", "hello from cramfs\n"),
-    ("sub/deeper.txt", "a file in a directory\n"),
-];
-
-/// Makes (once) the SOURCE directory: cramfs.img (populated), minix.img and
-/// bfs.img (empty: their mkfs tools cannot populate, and nothing is mounted
-/// on the host).
-fn older_dir(ctx: &Ctx) -> Result<PathBuf> {
-    let dir = ctx.work.join("older-fs");
-    if dir.join("bfs.img").exists() {
-        return Ok(dir);
-    }
-    std::fs::create_dir_all(&dir)?;
-    let tree = ctx.work.join("older-fs-tree");
-    for (rel, content) in CRAMFS_FILES {
-        let p = tree.join(rel);
-        std::fs::create_dir_all(p.parent().context("no parent")?)?;
-        std::fs::write(&p, content)?;
-    }
-    sys::tool(
-        "mkfs.cramfs",
-        [tree.as_os_str(), dir.join("cramfs.img").as_os_str()],
-    )?;
-    for (tool, args, name) in [
-        ("mkfs.minix", &["-3"][..], "minix.img"),
-        ("mkfs.bfs", &[][..], "bfs.img"),
-    ] {
-        let p = dir.join(name);
-        std::fs::File::create(&p)?.set_len(8 << 20)?;
-        let st = Command::new(tool)
-            .args(args)
-            .arg(&p)
-            .output()
-            .with_context(|| format!("{tool} (scripts/deps.sh installs it)"))?;
-        ensure!(
-            st.status.success(),
-            "{tool}: {}",
-            String::from_utf8_lossy(&st.stderr)
-        );
-    }
-    Ok(dir)
+/// One image of the index.
+struct Image {
+    source: PathBuf,
+    disk: String,
+    blkid_type: String,
+    label: Option<String>,
+    /// (path, sha256)
+    files: Vec<(String, String)>,
+    /// (path, target)
+    symlinks: Vec<(String, String)>,
 }
 
-fn list(ctx: &Ctx, src: &Path, path: &str) -> Result<String> {
+fn images(ctx: &Ctx) -> Result<Vec<Image>> {
+    let dir = ctx.fx.path("older");
+    let p = dir.join("older.json");
+    let v: Value = serde_json::from_slice(
+        &std::fs::read(&p).with_context(|| format!("{} (mkolder.sh)", p.display()))?,
+    )?;
+    let s = |v: &Value| v.as_str().map(str::to_owned);
+    v["images"]
+        .as_array()
+        .context("older.json: no images")?
+        .iter()
+        .map(|i| {
+            Ok(Image {
+                source: dir.join(s(&i["source"]).context("no source")?),
+                disk: s(&i["disk"]).context("no disk")?,
+                blkid_type: s(&i["blkid_type"]).context("no blkid_type")?,
+                label: s(&i["label"]),
+                files: i["files"]
+                    .as_array()
+                    .context("no files")?
+                    .iter()
+                    .map(|f| {
+                        Ok((
+                            s(&f["path"]).context("path")?,
+                            s(&f["sha256"]).context("sha")?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?,
+                symlinks: i["symlinks"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|l| Some((s(&l["path"])?, s(&l["target"])?)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+fn list(ctx: &Ctx, img: &Image, path: &str) -> Result<String> {
     let o = ctx
         .cli
-        .run([OsStr::new("list"), src.as_os_str(), OsStr::new(path)])?
+        .run([
+            OsString::from("list"),
+            img.source.clone().into(),
+            format!("/{}/{path}", img.disk).into(),
+        ])?
         .check()?;
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// Every group of this file.
 pub fn older_filesystems() -> Vec<G> {
-    let mut g = G::new("older_fs", 5);
-    g.case("named_by_type", |ctx| {
-        let src = older_dir(ctx)?;
-        for (disk, fs) in [("cramfs", "cramfs"), ("minix", "minix"), ("bfs", "bfs")] {
-            let out = list(ctx, &src, &format!("/{disk}/raw"))?;
-            ensure!(out.contains(&format!("raw [{fs}")), "{disk}: {out}");
+    let mut g = G::new("older_fs", 20);
+    g.case("named_by_type_and_label", |ctx| {
+        for img in images(ctx)? {
+            let out = list(ctx, &img, "raw")?;
+            let want = match &img.label {
+                Some(l) => format!("raw [{} \"{l}\"]", img.blkid_type),
+                None => format!("raw [{}]", img.blkid_type),
+            };
+            ensure!(out.contains(&want), "{}: no {want:?} in:\n{out}", img.disk);
         }
         Ok(())
     });
-    g.case("cramfs_content", |ctx| {
-        let src = older_dir(ctx)?;
-        let out = list(ctx, &src, "/cramfs/raw/raw/sub")?;
-        ensure!(out.contains("deeper.txt"), "{out}");
-        for (rel, content) in CRAMFS_FILES {
-            let sc = ctx.scratch("cramfs")?;
-            let file = sc.path().join("out");
-            let args: Vec<OsString> = vec![
-                "extract".into(),
-                src.clone().into(),
-                format!("/cramfs/raw/raw/{rel}").into(),
-            ];
-            ctx.cli.run_to_file(args, &file)?.check()?;
-            let got = std::fs::read_to_string(&file)?;
-            ensure!(got == content, "{rel}: {got:?}, want {content:?}");
+    g.case("every_file_reads_byte_exact", |ctx| {
+        for img in images(ctx)? {
+            for (path, sha) in &img.files {
+                let sc = ctx.scratch("older")?;
+                let file = sc.path().join("out");
+                let args: Vec<OsString> = vec![
+                    "extract".into(),
+                    img.source.clone().into(),
+                    format!("/{}/raw/raw/{path}", img.disk).into(),
+                ];
+                ctx.cli
+                    .run_to_file(args, &file)?
+                    .check()
+                    .with_context(|| format!("{}: {path}", img.disk))?;
+                let got = sys::sha256_file(&file)?;
+                ensure!(
+                    &got == sha,
+                    "{}: {path}: sha256 {got}, want {sha}",
+                    img.disk
+                );
+            }
         }
         Ok(())
     });
-    g.case("empty_minix_and_bfs_mount", |ctx| {
-        let src = older_dir(ctx)?;
-        for disk in ["minix", "bfs"] {
-            // Mounted read-only by the guest's driver: an empty root, no error.
-            let out = list(ctx, &src, &format!("/{disk}/raw/raw"))?;
-            ensure!(out.lines().all(|l| l.trim().is_empty()), "{disk}: {out}");
+    g.case("symlinks_listed_with_targets", |ctx| {
+        for img in images(ctx)? {
+            if img.symlinks.is_empty() {
+                continue;
+            }
+            let out = list(ctx, &img, "raw/raw")?;
+            for (path, target) in &img.symlinks {
+                let want = format!("{path} -> {target}");
+                ensure!(out.contains(&want), "{}: no {want:?} in:\n{out}", img.disk);
+            }
         }
         Ok(())
     });
     g.teardown = Some(Box::new(|ctx: &Ctx| {
-        ctx.cli.stop_vms_for(&ctx.work.join("older-fs"))?;
+        for vm in ["vm-a", "vm-b", "vm-c"] {
+            ctx.cli.stop_vms_for(&ctx.fx.path("older").join(vm))?;
+        }
         Ok(())
     }));
     vec![g]
