@@ -28,26 +28,17 @@ pub fn fwraid_groups() -> Vec<G> {
         let Some(src) = source(ctx)? else {
             return Ok(());
         };
+        let list = |path: String| -> Result<String> {
+            let o = ctx
+                .cli
+                .run([OsString::from("list"), src.clone().into(), path.into()])?
+                .check()?;
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        };
         for disk in ["ddf-a", "ddf-b"] {
-            let o = ctx
-                .cli
-                .run([
-                    OsString::from("list"),
-                    src.clone().into(),
-                    format!("/{disk}").into(),
-                ])?
-                .check()?;
-            let out = String::from_utf8_lossy(&o.stdout);
+            let out = list(format!("/{disk}"))?;
             ensure!(out.contains("md"), "{disk}: no md bucket in:\n{out}");
-            let o = ctx
-                .cli
-                .run([
-                    OsString::from("list"),
-                    src.clone().into(),
-                    format!("/{disk}/md").into(),
-                ])?
-                .check()?;
-            let out = String::from_utf8_lossy(&o.stdout);
+            let out = list(format!("/{disk}/md"))?;
             ensure!(
                 out.contains(" vol0 [ext4 \"fx-ddf\"]"),
                 "{disk}: no vol0 [ext4 \"fx-ddf\"] in:\n{out}"
