@@ -36,10 +36,11 @@ initramfs: guest kernel
 	$(CARGO) build --release -p file-restore-initramfs
 	$(REL)/file-restore-mkinitramfs --daemon $(BUILD)/restore-daemon --kernel $(BUILD)/vmlinux --out $(BUILD)
 
-# The storage-tools image next to the initramfs: Debian's lvm, mdadm, cryptsetup
-# and their libraries on an uncompressed squashfs the guest mounts only when a
-# disk holds LVM, md or LUKS (scripts/build-tools-image.sh says why a disk).
-tools:
+# The storage-tools image next to the initramfs: Debian's lvm, mdadm, cryptsetup,
+# OpenZFS's zpool/zfs and modules (built with the kernel) and their libraries on an
+# uncompressed squashfs the guest mounts only when a disk holds LVM, md, LUKS or ZFS
+# (scripts/build-tools-image.sh says why a disk).
+tools: kernel
 	@bash scripts/build-tools-image.sh $(BUILD)
 
 build: initramfs tools

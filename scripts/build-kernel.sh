@@ -15,8 +15,14 @@
 # The patches in kernel/patches/ (each explains itself) are applied to the unpacked source;
 # they are part of the cache key too.
 #
+# OpenZFS (CDDL) is built against the same tree as a module, never into vmlinux: its
+# source is Debian's zfs-dkms (scripts/zfs-debs.sh fetches and unpacks it), its version
+# is part of the cache key, and its spl.ko and zfs.ko land next to the kernel; the tools
+# image carries them (scripts/build-tools-image.sh, docs/KERNEL.md).
+#
 # Usage: scripts/build-kernel.sh OUT_DIR
-# Writes OUT_DIR/vmlinux and OUT_DIR/kernel.config (the full resolved config).
+# Writes OUT_DIR/vmlinux, OUT_DIR/kernel.config (the full resolved config) and
+# OUT_DIR/zfs/{spl.ko,zfs.ko,VERSION}.
 set -euo pipefail
 
 OUT=${1:?usage: scripts/build-kernel.sh OUT_DIR}
@@ -45,7 +51,9 @@ shopt -s nullglob
 PATCHES=("$ROOT"/kernel/patches/*.patch)
 shopt -u nullglob
 patch_hash=$(cat /dev/null "${PATCHES[@]}" | sha256sum | cut -c1-12)
-frag_hash=$( { cat "$FRAGMENT"; echo "$patch_hash"; } | sha256sum | cut -c1-16)
+ZFS=$(bash "$ROOT/scripts/zfs-debs.sh") || die "no OpenZFS source (see above)"
+zfs_version=$(cat "$ZFS/VERSION")
+frag_hash=$( { cat "$FRAGMENT"; echo "$patch_hash"; echo "zfs $zfs_version"; } | sha256sum | cut -c1-16)
 key="${version}-${frag_hash}"
 CACHE=${FILE_RESTORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/file-restore}/kernel
 DIR="$CACHE/$key"
@@ -55,9 +63,14 @@ install_result() {
     install -m 0644 "$DIR/vmlinux" "$OUT/vmlinux.tmp.$$"
     mv -f "$OUT/vmlinux.tmp.$$" "$OUT/vmlinux"
     install -m 0644 "$DIR/kernel.config" "$OUT/kernel.config"
+    mkdir -p "$OUT/zfs"
+    for f in spl.ko zfs.ko VERSION; do
+        install -m 0644 "$DIR/zfs/$f" "$OUT/zfs/$f.tmp.$$"
+        mv -f "$OUT/zfs/$f.tmp.$$" "$OUT/zfs/$f"
+    done
 }
 
-if [ -f "$DIR/vmlinux" ] && [ -f "$DIR/kernel.config" ]; then
+if [ -f "$DIR/vmlinux" ] && [ -f "$DIR/kernel.config" ] && [ -f "$DIR/zfs/zfs.ko" ]; then
     install_result
     exit 0
 fi
@@ -66,7 +79,7 @@ fi
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9
-if [ -f "$DIR/vmlinux" ]; then install_result; exit 0; fi
+if [ -f "$DIR/vmlinux" ] && [ -f "$DIR/zfs/zfs.ko" ]; then install_result; exit 0; fi
 
 SRC="$CACHE/src-$version-$patch_hash"
 if [ ! -f "$SRC/.unpacked" ]; then
@@ -119,7 +132,7 @@ fi
 
 start=$(date +%s)
 touch "$DIR/.started"
-make -C "$SRC" O="$OBJ" -j"$JOBS" vmlinux >>"$LOG" 2>&1 &
+make -C "$SRC" O="$OBJ" -j"$JOBS" vmlinux modules >>"$LOG" 2>&1 &
 pid=$!
 while kill -0 "$pid" 2>/dev/null; do
     for _ in $(seq 15); do
@@ -131,7 +144,25 @@ while kill -0 "$pid" 2>/dev/null; do
         echo "build-kernel: $(( $(date +%s) - start )) s, $objs objects compiled" >&2
     fi
 done
-wait "$pid" || fail "make vmlinux failed"
+wait "$pid" || fail "make vmlinux modules failed"
+
+# OpenZFS against this very tree (its configure probes the kernel's API, ~1 min; the
+# module ~5 min on 2 cores). Debug info is dropped: the modules are read in the guest.
+ZB="$CACHE/zfs-build-$key"
+rm -rf "$ZB"
+cp -a "$ZFS/src" "$ZB"
+echo "build-kernel: building OpenZFS $zfs_version against it (~6 min on 2 cores)..." >&2
+(cd "$ZB" && ./configure --with-config=kernel --with-linux="$SRC" --with-linux-obj="$OBJ") \
+    >>"$LOG" 2>&1 || fail "OpenZFS configure failed"
+make -C "$ZB" -j"$JOBS" >>"$LOG" 2>&1 || fail "OpenZFS module build failed"
+mkdir -p "$DIR/zfs"
+for m in spl zfs; do
+    ko=$(find "$ZB/module" -name "$m.ko" | head -n 1)
+    [ -n "$ko" ] || fail "OpenZFS built no $m.ko"
+    strip --strip-debug -o "$DIR/zfs/$m.ko" "$ko" || fail "strip $m.ko failed"
+done
+echo "$zfs_version" >"$DIR/zfs/VERSION"
+rm -rf "$ZB"
 
 # Keep the PVH note and the loadable segments, drop the symbols (18 MB -> ~8 MB).
 objcopy --strip-all "$OBJ/vmlinux" "$DIR/vmlinux.tmp" || fail "objcopy --strip-all failed"

@@ -4,6 +4,11 @@
 #
 # usage: scripts/build-tools-image.sh OUTDIR      (writes OUTDIR/tools.img)
 #
+# Also OpenZFS: Debian's zpool and zfs (from zfsutils-linux, unpacked by
+# scripts/zfs-debs.sh, never installed on the host) with their libraries, and the
+# spl.ko/zfs.ko that scripts/build-kernel.sh built against the guest kernel
+# (OUTDIR/zfs/, so `make kernel` comes first) in lib/modules/.
+#
 # Why a disk and not the initramfs: the tools and their libraries are ~18 MB. Unpacked
 # at every boot they cost ~0.1 s under TCG, for every VM, also those of plain disks.
 # On a read-only disk the guest reads only what it runs, and only when a disk carries
@@ -38,6 +43,29 @@ for t in "${TOOLS[@]}"; do
         [ -e "$STAGE/lib/$(basename "$lib")" ] || install -m 0644 "$(readlink -f "$lib")" "$STAGE/lib/$(basename "$lib")"
     done
 done
+# OpenZFS's userland, from the unpacked packages: their own libzfs & co. first on the
+# library path, the rest (libtirpc, libcrypto, libudev, ...) from the host.
+ZFS=$(bash "$(dirname "$0")/zfs-debs.sh") || die "no OpenZFS packages (see above)"
+ZLIB="$ZFS/root/lib/x86_64-linux-gnu"
+[ -d "$ZLIB" ] || ZLIB="$ZFS/root/usr/lib/x86_64-linux-gnu"
+for t in zpool zfs; do
+    bin=$(find "$ZFS/root" -path "*/sbin/$t" -type f | head -n 1)
+    [ -n "$bin" ] || die "$t not found in $ZFS/root (zfsutils-linux $(cat "$ZFS/VERSION"))"
+    install -m 0755 "$bin" "$STAGE/bin/$t"
+    closure=$(LD_LIBRARY_PATH="$ZLIB" ldd "$bin") || die "ldd $bin failed"
+    if grep -q 'not found' <<<"$closure"; then
+        die "$t needs libraries this machine lacks: $(grep 'not found' <<<"$closure" | tr -s ' \t' ' ') (run scripts/deps.sh)"
+    fi
+    awk '/=> \//{print $3}' <<<"$closure" | while read -r lib; do
+        [ -e "$STAGE/lib/$(basename "$lib")" ] || install -m 0644 "$(readlink -f "$lib")" "$STAGE/lib/$(basename "$lib")"
+    done
+done
+mkdir -p "$STAGE/lib/modules"
+for m in spl.ko zfs.ko; do
+    [ -f "$OUT/zfs/$m" ] || die "$OUT/zfs/$m is missing: build the guest kernel first (make kernel)"
+    install -m 0644 "$OUT/zfs/$m" "$STAGE/lib/modules/$m"
+done
+
 [ -e "$STAGE/lib/$(basename "$LOADER")" ] || install -m 0755 "$(readlink -f "$LOADER")" "$STAGE/lib/$(basename "$LOADER")"
 chmod 0755 "$STAGE/lib/$(basename "$LOADER")"
 
@@ -98,6 +126,9 @@ EOF
         ver=$(dpkg-query -W -f '${Version}' "$pkg" 2>/dev/null) || ver="?"
         echo "$t ${pkg:-?} $ver"
     done
+    echo "zpool zfsutils-linux $(cat "$ZFS/VERSION")"
+    echo "zfs zfsutils-linux $(cat "$ZFS/VERSION")"
+    echo "spl.ko zfs.ko zfs-dkms $(cat "$OUT/zfs/VERSION")"
 } >"$STAGE/VERSIONS"
 
 rm -f "$OUT/tools.img.tmp"

@@ -56,6 +56,11 @@ done
 die() { echo "deps.sh: error: $*" >&2; exit 1; }
 
 KERNEL_SRC_PKG=$(kernel_source_package) || die "unsupported release (see the message above)"
+# Debian 13 renamed libraries for the 64-bit time_t transition.
+case "$(distro_codename)" in
+    bookworm) T64_TIRPC=libtirpc3 T64_SSL=libssl3 ;;
+    *) T64_TIRPC=libtirpc3t64 T64_SSL=libssl3t64 ;;
+esac
 
 # What is needed, as "command-or-absolute-path package" pairs: QEMU, the guest kernel's
 # source and build tools, the tools that build test images, and what the builders and
@@ -113,6 +118,13 @@ NEEDS=(
     "mdadm mdadm"
     "cryptsetup cryptsetup-bin"
     "dmsetup dmsetup"
+    # The libraries Debian's zpool and zfs link beyond their own (build-tools-image.sh
+    # copies them from the host onto tools.img).
+    "/usr/lib/x86_64-linux-gnu/libtirpc.so.3 $T64_TIRPC"
+    "/usr/lib/x86_64-linux-gnu/libudev.so.1 libudev1"
+    "/usr/lib/x86_64-linux-gnu/libcrypto.so.3 $T64_SSL"
+    # ZFS fixtures (tests/fixtures/mkzfs.sh): a pool made by another implementation.
+    "zfs-fuse zfs-fuse"
     # The storage-stack fixtures (tests/fixtures/mkstacks.sh) are built in the libguestfs
     # appliance, which supermin makes from the host's packages and kernel.
     "guestfish libguestfs-tools"
@@ -245,6 +257,46 @@ if ! have qemu-system-x86_64; then
     esac
     echo "deps.sh: $(qemu-system-x86_64 --version | head -n 1)"
 fi
+
+ZFS_LIST=/etc/apt/sources.list.d/file-restore-zfs.sources
+# OpenZFS for the guest (scripts/zfs-debs.sh downloads and unpacks zfs-dkms and
+# zfsutils-linux, never installs them) lives in contrib: bookworm-backports contrib on
+# Debian 12 (2.3.x; bookworm's own 2.1.11 is older than the kernels we build), trixie
+# contrib on Debian 13. Makes that suite's contrib known to apt, with the mirror and
+# keyring of the machine's own entry; prints the file it adds.
+ensure_zfs_source() {
+    local codename suite src uri signed
+    codename=$(distro_codename)
+    case "$codename" in
+        bookworm) suite=bookworm-backports ;;
+        trixie) suite=trixie ;;
+        *) die "no OpenZFS source known for $codename" ;;
+    esac
+    if apt-cache madison zfs-dkms 2>/dev/null | grep -q " $suite/contrib "; then
+        return 0
+    fi
+    [ "$(id -u)" = 0 ] || die "apt knows no zfs-dkms in $suite contrib and this is not root: run scripts/deps.sh as root"
+    src=$(debian_source_of "$codename") ||
+        die "apt has no $codename entry to take the mirror from: add $suite contrib to apt's sources"
+    read -r uri signed <<<"$src"
+    [ -n "$signed" ] || signed=/usr/share/keyrings/debian-archive-keyring.gpg
+    {
+        echo "# Added by file-restore's scripts/deps.sh: the guest's OpenZFS module and tools are"
+        echo "# built from Debian's zfs-dkms and zfsutils-linux, which live in contrib; they are"
+        echo "# only downloaded (scripts/zfs-debs.sh), never installed on this machine."
+        echo "Types: deb"
+        echo "URIs: $uri"
+        echo "Suites: $suite"
+        echo "Components: contrib"
+        echo "Signed-By: $signed"
+    } >"$ZFS_LIST"
+    echo "added: $ZFS_LIST (apt source: $uri $suite contrib, keyring $signed)"
+    APT_UPDATED=0
+    apt_update
+    apt-cache madison zfs-dkms 2>/dev/null | grep -q " $suite/contrib " ||
+        die "apt still knows no zfs-dkms in $suite contrib after adding $ZFS_LIST"
+}
+ensure_zfs_source
 
 # Two rounds: the second catches what the first one's installs removed.
 for round in 1 2; do

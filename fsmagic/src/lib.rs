@@ -90,6 +90,11 @@ pub enum FsType {
     Bitlocker,
     /// A member of a Linux md RAID array (any metadata version).
     MdMember,
+    /// A member (vdev) of a ZFS pool (named by libblkid in the guest, never by
+    /// [`detect`]).
+    ZfsMember,
+    /// A ZFS dataset or snapshot of an imported pool (mounted by its name).
+    Zfs,
     /// Nothing recognised.
     Unknown,
 }
@@ -138,6 +143,8 @@ impl FsType {
             FsType::Luks => "crypto_LUKS",
             FsType::Bitlocker => "BitLocker",
             FsType::MdMember => "linux_raid_member",
+            FsType::ZfsMember => "zfs_member",
+            FsType::Zfs => "zfs",
             FsType::Unknown => "unknown",
         }
     }
@@ -160,6 +167,9 @@ impl FsType {
             FsType::MdMember => {
                 Some("it is a member of an md RAID array: the array is the md/<name> bucket")
             }
+            FsType::ZfsMember => Some(
+                "it is a member of a ZFS pool: its datasets are the zfs/<pool>/<dataset> buckets",
+            ),
             FsType::Apfs => Some(APFS_REASON),
             FsType::Unknown => Some("no known filesystem was found on it"),
             _ => None,

@@ -205,6 +205,7 @@ async fn status_and_stop_all_do_not_wait_behind_a_stalled_guest() {
         accel: file_restore::vm::launch::AccelPreference::Tcg,
         transport: file_restore::vm::launch::TransportPreference::Auto,
         boot_timeout: Some(Duration::from_secs(20)),
+        memory_mib: None,
     };
     let starter = {
         let m = m.clone();

@@ -18,8 +18,11 @@ pub struct Bucket {
     pub kind: BucketKind,
     /// Name within its kind: `1`, `raw`, `vg/lv`.
     pub name: String,
-    /// The block device node.
+    /// The block device node (empty for a ZFS dataset, which has none).
     pub device: PathBuf,
+    /// For a ZFS dataset or snapshot: its full name, which is what is
+    /// mounted (type `zfs`) instead of a device.
+    pub dataset: Option<String>,
     /// Size in bytes.
     pub size: u64,
     /// Detected filesystem type: how the daemon treats it.
@@ -84,6 +87,7 @@ impl Bucket {
         self.kind == other.kind
             && self.name == other.name
             && self.device == other.device
+            && self.dataset == other.dataset
             && self.fstype == other.fstype
             && self.type_name == other.type_name
             && self.locked == other.locked

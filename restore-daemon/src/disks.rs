@@ -45,6 +45,7 @@ pub fn probe_bucket(kind: BucketKind, name: String, device: PathBuf) -> std::io:
         kind,
         name,
         device,
+        dataset: None,
         size,
         fstype: found.fstype,
         not_mountable: found.unmountable_reason(),
@@ -65,6 +66,7 @@ pub fn broken_bucket(kind: BucketKind, name: String, error: String) -> Bucket {
         kind,
         name,
         device: PathBuf::new(),
+        dataset: None,
         size: 0,
         fstype: FsType::Unknown,
         type_name: FsType::Unknown.name().to_owned(),
@@ -73,6 +75,41 @@ pub fn broken_bucket(kind: BucketKind, name: String, error: String) -> Bucket {
         encryption: None,
         locked: None,
         error: Some(error),
+        mount: Mutex::new(MountState::NotMounted),
+        phase: PublishedPhase::default(),
+    }
+}
+
+/// The bucket of a ZFS filesystem or snapshot: mounted by its name
+/// `dataset`, no device. `encryption` and `locked` for a dataset with
+/// native encryption, whose key may not be loaded yet.
+pub fn dataset_bucket(
+    name: String,
+    dataset: String,
+    size: u64,
+    encryption: Option<String>,
+    locked: bool,
+) -> Bucket {
+    let not_mountable = locked.then(|| {
+        format!(
+            "it is encrypted ({}) and its key is not loaded: give its passphrase with \
+             --key-file FILE",
+            encryption.as_deref().unwrap_or("ZFS")
+        )
+    });
+    Bucket {
+        kind: BucketKind::Zfs,
+        name,
+        device: PathBuf::new(),
+        label: Some(dataset.clone()),
+        dataset: Some(dataset),
+        size,
+        fstype: FsType::Zfs,
+        type_name: FsType::Zfs.name().to_owned(),
+        not_mountable,
+        locked: encryption.as_ref().map(|_| locked),
+        encryption,
+        error: None,
         mount: Mutex::new(MountState::NotMounted),
         phase: PublishedPhase::default(),
     }

@@ -57,7 +57,11 @@ pub fn mount_options(fstype: FsType) -> Option<(&'static str, &'static str)> {
         // no cluster services, no journal recovery (fs/ocfs2/super.c).
         FsType::Gfs2 => ("gfs2", "lockproto=lock_nolock"),
         FsType::Ocfs2 => ("ocfs2", "heartbeat=none"),
+        // A dataset or snapshot, mounted by name (its `mountpoint` is not
+        // consulted: legacy and none mount too). A snapshot is read-only anyway.
+        FsType::Zfs => ("zfs", ""),
         FsType::Apfs
+        | FsType::ZfsMember
         | FsType::LvmPv
         | FsType::Swap
         | FsType::Luks
@@ -76,6 +80,14 @@ pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBu
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("bucket {label} cannot be read: {e}"),
         ));
+    }
+    if bucket.fstype == FsType::Zfs && bucket.locked == Some(true) {
+        if let Some(why) = &bucket.not_mountable {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("bucket {label} cannot be mounted: {why}"),
+            ));
+        }
     }
     let Some((fs, data)) = mount_options(bucket.fstype) else {
         let open_reason;
@@ -121,7 +133,11 @@ pub fn ensure_mounted(disk: &str, bucket: &Bucket, base: &Path) -> Result<PathBu
     let data_opt = if data.is_empty() { None } else { Some(data) };
     let started = std::time::Instant::now();
     bucket.phase.set(MountPhase::Mounting);
-    nix::mount::mount(Some(&bucket.device), &target, Some(fs), flags, data_opt).map_err(|e| {
+    let source: &std::ffi::OsStr = match &bucket.dataset {
+        Some(d) => d.as_ref(),
+        None => bucket.device.as_os_str(),
+    };
+    nix::mount::mount(Some(source), &target, Some(fs), flags, data_opt).map_err(|e| {
         bucket.phase.set(MountPhase::NotMounted);
         let hint = match e {
             nix::errno::Errno::EINVAL | nix::errno::Errno::EUCLEAN | nix::errno::Errno::EIO => {

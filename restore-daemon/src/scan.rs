@@ -14,7 +14,7 @@
 use crate::bucket::{Bucket, Disk};
 use crate::disks;
 use crate::probe;
-use crate::stacks::{blockdev, luks, lvm, md, tools};
+use crate::stacks::{blockdev, luks, lvm, md, tools, zfs};
 use crate::state::State;
 use crate::vpath::BucketKind;
 use file_restore_fsmagic::FsType;
@@ -31,6 +31,9 @@ const MAX_ROUNDS: usize = 8;
 struct Progress {
     md_members: BTreeSet<String>,
     pvs: BTreeSet<String>,
+    zfs_members: BTreeSet<String>,
+    /// Why OpenZFS could not be loaded or asked, when it could not.
+    zfs_error: Option<String>,
     tools_error: Option<String>,
 }
 
@@ -38,6 +41,8 @@ struct Progress {
 static PROGRESS: Mutex<Progress> = Mutex::new(Progress {
     md_members: BTreeSet::new(),
     pvs: BTreeSet::new(),
+    zfs_members: BTreeSet::new(),
+    zfs_error: None,
     tools_error: None,
 });
 
@@ -61,13 +66,22 @@ fn scan_locked(p: &mut Progress) -> Vec<Disk> {
             started.elapsed().as_millis()
         );
     }
+    // No module is ever loaded after the scans that may need OpenZFS: the
+    // boot scan, or the last unlock that leaves no container locked.
+    let locked = disks
+        .iter()
+        .flat_map(|d| d.buckets.iter())
+        .any(|b| b.locked == Some(true) && b.fstype != FsType::Zfs);
+    if !locked {
+        zfs::close_unless_loaded();
+    }
     disks
 }
 
 fn is_stack(t: FsType) -> bool {
     matches!(
         t,
-        FsType::MdMember | FsType::LvmPv | FsType::Luks | FsType::Bitlocker
+        FsType::MdMember | FsType::LvmPv | FsType::Luks | FsType::Bitlocker | FsType::ZfsMember
     )
 }
 
@@ -108,7 +122,8 @@ fn settle(p: &mut Progress, disks: &[Disk]) -> bool {
         };
         let new_md = new_of(FsType::MdMember, &p.md_members);
         let new_pv = new_of(FsType::LvmPv, &p.pvs);
-        if new_md.is_empty() && new_pv.is_empty() {
+        let new_zfs = new_of(FsType::ZfsMember, &p.zfs_members);
+        if new_md.is_empty() && new_pv.is_empty() && new_zfs.is_empty() {
             break;
         }
         let tools = match tools::get() {
@@ -138,6 +153,14 @@ fn settle(p: &mut Progress, disks: &[Disk]) -> bool {
                 log::warn!("lvm: {e}");
             }
             p.pvs.extend(new_pv);
+        }
+        if !new_zfs.is_empty() {
+            log::info!("ZFS pool members {}: importing", new_zfs.join(", "));
+            if let Err(e) = zfs::import_all(tools) {
+                log::warn!("zfs: {e}");
+                p.zfs_error = Some(e);
+            }
+            p.zfs_members.extend(new_zfs);
         }
     }
     any
@@ -238,6 +261,7 @@ fn attach(p: &Progress, disks: &mut [Disk]) {
             Err(e) => log::warn!("lvm: cannot list logical volumes: {e}"),
         }
     }
+    zfs_buckets(p, tools, &mut labels, &mut derived);
     for dm in blockdev::derived_devices() {
         let Some((container, bitlocker)) = luks::container_of(&dm) else {
             continue;
@@ -293,6 +317,104 @@ fn attach(p: &Progress, disks: &mut [Disk]) {
                         .map(|e| format!(": {e}"))
                         .unwrap_or_default()
                 );
+            }
+        }
+    }
+}
+
+/// The buckets of the ZFS pools: datasets and snapshots by name, volumes
+/// (and their partitions) probed as devices, all listed under every disk
+/// that holds a member of their pool.
+fn zfs_buckets(
+    p: &Progress,
+    tools: &tools::Tools,
+    labels: &mut BTreeMap<String, (BucketKind, String)>,
+    derived: &mut Vec<Derived>,
+) {
+    if p.zfs_members.is_empty() {
+        return;
+    }
+    if let Some(e) = &p.zfs_error {
+        // The members say why nothing of theirs is listed.
+        let on: BTreeSet<String> = p
+            .zfs_members
+            .iter()
+            .flat_map(|k| blockdev::base_disks(k))
+            .collect();
+        let b = disks::broken_bucket(BucketKind::Zfs, "?/?".into(), e.clone());
+        derived.push(Derived {
+            bucket: Arc::new(b),
+            disks: on,
+        });
+        return;
+    }
+    for pool in zfs::pools() {
+        let on: BTreeSet<String> = pool
+            .members
+            .iter()
+            .flat_map(|k| blockdev::base_disks(k))
+            .collect();
+        let mut add = |b: Bucket| {
+            derived.push(Derived {
+                bucket: Arc::new(b),
+                disks: on.clone(),
+            })
+        };
+        let root = format!("{0}/{0}", pool.name);
+        if let Some(e) = pool.error {
+            add(disks::broken_bucket(BucketKind::Zfs, root, e));
+            continue;
+        }
+        let sets = match zfs::datasets(tools, &pool.name) {
+            Ok(s) => s,
+            Err(e) => {
+                add(disks::broken_bucket(BucketKind::Zfs, root, e));
+                continue;
+            }
+        };
+        for d in sets {
+            if d.kind != zfs::report::Kind::Volume {
+                add(disks::dataset_bucket(
+                    d.bucket,
+                    d.name,
+                    d.size,
+                    d.encryption,
+                    d.locked,
+                ));
+                continue;
+            }
+            let Some(k) = d.kname else {
+                let why = if d.locked {
+                    format!(
+                        "ZFS volume {} is encrypted and its key is not loaded",
+                        d.name
+                    )
+                } else {
+                    format!("ZFS volume {}: no device appeared for it", d.name)
+                };
+                add(disks::broken_bucket(BucketKind::Zfs, d.bucket, why));
+                continue;
+            };
+            // Like a disk: a partitioned volume is its partitions.
+            let parts = zfs::partitions(&k);
+            if parts.is_empty() {
+                add(derived_bucket(
+                    BucketKind::Zfs,
+                    d.bucket.clone(),
+                    Some(&k),
+                    None,
+                ));
+                labels.insert(k.clone(), (BucketKind::Zfs, d.bucket.clone()));
+            }
+            for (n, pk) in parts {
+                let name = format!("{}-part{n}", d.bucket);
+                add(derived_bucket(
+                    BucketKind::Zfs,
+                    name.clone(),
+                    Some(&pk),
+                    None,
+                ));
+                labels.insert(pk, (BucketKind::Zfs, name));
             }
         }
     }
@@ -360,6 +482,7 @@ pub fn unlock(state: &State, passphrases: &[Vec<u8>]) -> UnlockAnswer {
                 results.push(r);
             }
         }
+        opened_any |= unlock_zfs(state, &p, passphrases, &mut tried, &mut results);
         if !opened_any {
             break;
         }
@@ -368,4 +491,69 @@ pub fn unlock(state: &State, passphrases: &[Vec<u8>]) -> UnlockAnswer {
     UnlockAnswer {
         containers: results,
     }
+}
+
+/// Tries `passphrases` on every ZFS encryption root whose key is not loaded
+/// (each once); true when one was opened.
+fn unlock_zfs(
+    state: &State,
+    p: &Progress,
+    passphrases: &[Vec<u8>],
+    tried: &mut BTreeSet<std::path::PathBuf>,
+    results: &mut Vec<UnlockResult>,
+) -> bool {
+    if p.zfs_members.is_empty() {
+        return false;
+    }
+    let Ok(t) = tools::get() else { return false };
+    let mut opened = false;
+    for r in zfs::locked_roots(t) {
+        if !tried.insert(std::path::PathBuf::from(format!("zfs:{}", r.root))) {
+            continue;
+        }
+        let bucket = zfs::bucket_name(&r.pool, &r.root);
+        // Listed under every disk of its pool: one result per disk, so the
+        // container is named as each disk lists it.
+        let on: Vec<(String, Option<String>)> = state
+            .disks()
+            .iter()
+            .filter_map(|d| {
+                d.buckets
+                    .iter()
+                    .find(|b| b.kind == BucketKind::Zfs && b.name == bucket)
+                    .map(|b| (d.name.clone(), b.encryption.clone()))
+            })
+            .collect();
+        let attempt = zfs::unlock(t, &r.root, passphrases);
+        opened |= matches!(attempt, luks::Attempt::Opened);
+        for (disk, encryption) in on {
+            let container = format!("{disk}/zfs/{bucket}");
+            let mut res = UnlockResult {
+                container: container.clone(),
+                encryption: encryption.unwrap_or_else(|| "ZFS".into()),
+                outcome: UnlockOutcome::Opened,
+                bucket: Some(format!("zfs/{bucket}")),
+                message: None,
+            };
+            match &attempt {
+                luks::Attempt::Opened => {}
+                luks::Attempt::WrongKey => {
+                    res.outcome = UnlockOutcome::WrongKey;
+                    res.bucket = None;
+                    res.message = Some(format!(
+                        "none of the {} passphrase(s) opens ZFS encryption root {} ({container})",
+                        passphrases.len(),
+                        r.root,
+                    ));
+                }
+                luks::Attempt::Failed(m) => {
+                    res.outcome = UnlockOutcome::Failed;
+                    res.bucket = None;
+                    res.message = Some(format!("{container}: {m}"));
+                }
+            }
+            results.push(res);
+        }
+    }
+    opened
 }

@@ -30,6 +30,11 @@ pub enum BucketKind {
     /// The opened content of a BitLocker volume: `bitlocker/NAME`, named as
     /// for LUKS.
     Bitlocker,
+    /// A ZFS dataset, snapshot or volume: `zfs/POOL/NAME`, where NAME is the
+    /// dataset's path inside the pool with `/` as `-` (the pool's own root
+    /// dataset is named as the pool), `NAME@SNAP` for a snapshot and
+    /// `NAME-partN` for a partition of a volume.
+    Zfs,
 }
 
 impl BucketKind {
@@ -42,6 +47,7 @@ impl BucketKind {
             BucketKind::Md => "md",
             BucketKind::Luks => "luks",
             BucketKind::Bitlocker => "bitlocker",
+            BucketKind::Zfs => "zfs",
         }
     }
 
@@ -54,6 +60,7 @@ impl BucketKind {
             b"md" => Some(BucketKind::Md),
             b"luks" => Some(BucketKind::Luks),
             b"bitlocker" => Some(BucketKind::Bitlocker),
+            b"zfs" => Some(BucketKind::Zfs),
             _ => None,
         }
     }
@@ -61,7 +68,7 @@ impl BucketKind {
     /// How many path components name a bucket of this kind.
     pub fn name_components(self) -> usize {
         match self {
-            BucketKind::Lvm => 2,
+            BucketKind::Lvm | BucketKind::Zfs => 2,
             _ => 1,
         }
     }
@@ -112,7 +119,7 @@ pub enum PathError {
     #[error("invalid path component {0:?} in the disk/bucket part of the path")]
     BadComponent(String),
     /// Unknown bucket type.
-    #[error("unknown bucket type '{0}': expected part, raw, lvm, md or luks")]
+    #[error("unknown bucket type '{0}': expected part, raw, lvm, md, luks, bitlocker or zfs")]
     UnknownKind(String),
 }
 
@@ -264,7 +271,14 @@ mod tests {
     #[test]
     fn refusals() {
         assert_eq!(parse(b"/../x"), Err(PathError::BadComponent("..".into())));
-        assert!(matches!(parse(b"/d/zfs"), Err(PathError::UnknownKind(_))));
+        assert!(matches!(parse(b"/d/ufs"), Err(PathError::UnknownKind(_))));
+        assert!(matches!(
+            parse(b"/d/zfs/tank/data@snap/x"),
+            Ok(VPath::Inside {
+                kind: BucketKind::Zfs,
+                ..
+            })
+        ));
         assert_eq!(parse(b"/d/a\0b"), Err(PathError::Nul));
         assert!(matches!(
             parse(&vec![b'a'; MAX_PATH_LEN + 1]),

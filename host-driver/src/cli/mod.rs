@@ -70,6 +70,11 @@ pub struct Cli {
     /// vsock transport for new VMs: kernel when /dev/vhost-vsock opens, else vhost-user.
     #[arg(long, global = true, value_enum, default_value_t = Transport::Auto)]
     pub transport: Transport,
+    /// Guest RAM of new VMs in MiB (default: 256, 32 more per disk beyond 4, at most
+    /// 1024). Raise it for a ZFS pool whose import says the VM's RAM is not enough; a
+    /// VM already running for SOURCE keeps its RAM (`stop` it first).
+    #[arg(long, global = true, value_name = "MIB", value_parser = clap::value_parser!(u32).range(128..=4096))]
+    pub memory: Option<u32>,
     /// More log output on stderr (-v: info, -vv: debug; RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -154,6 +154,8 @@ pub struct Manager {
     pub transport: TransportPreference,
     /// Readiness timeout under TCG (None: the launcher's default).
     pub boot_timeout: Option<Duration>,
+    /// Guest RAM of new VMs in MiB (None: by the number of disks).
+    pub memory_mib: Option<u32>,
 }
 
 /// One VM of `status` (its JSON is documented in docs/API.md; fields are
@@ -195,6 +197,7 @@ impl Manager {
             accel: AccelPreference::Auto,
             transport: TransportPreference::Auto,
             boot_timeout: None,
+            memory_mib: None,
         })
     }
 
@@ -326,6 +329,7 @@ impl Manager {
         if let Some(t) = self.boot_timeout {
             opts.timeouts.tcg_ready = t;
         }
+        opts.memory_mib = self.memory_mib;
         let vm = launch::start_vm(opts).await?;
         Ok(VmEntry {
             vm,

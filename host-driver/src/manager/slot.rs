@@ -138,6 +138,7 @@ mod tests {
             accel: crate::vm::launch::AccelPreference::Auto,
             transport: crate::vm::launch::TransportPreference::Auto,
             boot_timeout: None,
+            memory_mib: None,
         }
     }
 

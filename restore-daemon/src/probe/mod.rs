@@ -4,7 +4,7 @@
 //! filesystem, RAID-member and crypto signatures with their labels and
 //! versions, maintained with the tools that make them. The daemon asks it
 //! instead of growing its own magic tables, so a bucket is named even when
-//! the guest cannot read it (`reiserfs`, `zfs_member`, `BitLocker`, ...), and
+//! the guest cannot read it (`reiserfs`, `BitLocker`, ...), and
 //! the user learns why. It is linked statically (`build.rs`); [`ffi`] holds
 //! the few calls used, [`Detected`] what the rest of the daemon sees.
 //!
@@ -60,9 +60,6 @@ impl Detected {
         }
         Some(match self.name.as_str() {
             "unknown" => "no known filesystem was found on it".to_owned(),
-            "zfs_member" => {
-                "it is a member of a ZFS pool, which this version cannot open yet".into()
-            }
             "jbd" => "it is an ext3/ext4 external journal and holds no files".into(),
             "xfs_external_log" => "it is an XFS external log device and holds no files".into(),
             "squashfs3" => "squashfs 3 is not supported by Linux".into(),
@@ -153,6 +150,7 @@ fn fs_type_of(blkid_type: &str) -> FsType {
         // DDF (SNIA's firmware-RAID format: LSI/Avago MegaRAID, Adaptec, mdadm):
         // mdadm assembles its containers and volumes like md's own arrays.
         "linux_raid_member" | "ddf_raid_member" => FsType::MdMember,
+        "zfs_member" => FsType::ZfsMember,
         _ => FsType::Unknown,
     }
 }

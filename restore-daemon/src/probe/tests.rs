@@ -157,3 +157,12 @@ fn firmware_raid_members() {
     };
     assert!(isw.unmountable_reason().unwrap().contains("serial numbers"));
 }
+
+#[test]
+fn zfs_members_go_to_openzfs() {
+    assert_eq!(fs_type_of("zfs_member"), FsType::ZfsMember);
+    assert!(FsType::ZfsMember
+        .unmountable_reason()
+        .unwrap()
+        .contains("zfs/<pool>/<dataset>"));
+}

@@ -89,13 +89,14 @@ fn collect_base(kname: &str, depth: usize, out: &mut BTreeSet<String>) {
     }
 }
 
-/// The device-mapper and md devices that exist now (`dm-0`, `md127`).
+/// The device-mapper, md and ZFS volume devices that exist now (`dm-0`,
+/// `md127`, `zd0`).
 pub fn derived_devices() -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir("/sys/block")
         .map(|rd| {
             rd.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("dm-") || n.starts_with("md"))
+                .filter(|n| n.starts_with("dm-") || n.starts_with("md") || n.starts_with("zd"))
                 .collect()
         })
         .unwrap_or_default();

@@ -15,6 +15,7 @@ pub mod luks;
 pub mod lvm;
 pub mod md;
 pub mod tools;
+pub mod zfs;
 
 /// Whether a LUKS container (a kernel name) has been opened.
 pub fn is_open_container(kname: &str) -> bool {

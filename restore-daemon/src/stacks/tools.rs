@@ -1,4 +1,4 @@
-//! The storage tools: Debian's lvm, mdadm and cryptsetup on the read-only
+//! The storage tools: Debian's lvm, mdadm, cryptsetup and OpenZFS on the read-only
 //! tools disk the host attaches (serial [`TOOLS_SERIAL`], built by
 //! `scripts/build-tools-image.sh`).
 //!
@@ -133,7 +133,13 @@ pub fn is_tools_disk(dir: &Path) -> bool {
 }
 
 impl Tools {
-    /// Runs `tool` (`lvm`, `mdadm`, `cryptsetup`, `dmsetup`) with `args`;
+    /// A kernel module on the tools disk (`lib/modules/<file>`: OpenZFS's
+    /// `spl.ko` and `zfs.ko`).
+    pub fn module_path(&self, file: &str) -> PathBuf {
+        self.root.join("lib/modules").join(file)
+    }
+
+    /// Runs `tool` (`lvm`, `mdadm`, `cryptsetup`, `dmsetup`, `zpool`, `zfs`) with `args`;
     /// `secret`, when given, is written to its stdin and stdin closed. Ends
     /// it after `limit`.
     pub fn run(
@@ -155,6 +161,11 @@ impl Tools {
             .env("LVM_SYSTEM_DIR", self.root.join("etc/lvm"))
             .env("LVM_SUPPRESS_FD_WARNINGS", "1")
             .env("DM_DISABLE_UDEV", "1")
+            // zpool/zfs: the module is loaded by the daemon, devices are named
+            // without udev, and no hostid file exists.
+            .env("ZFS_MODULE_LOADING", "no")
+            .env("ZPOOL_IMPORT_UDEV_TIMEOUT_MS", "0")
+            .env("ZFS_VDEV_DEVID_OPT_OUT", "YES")
             .stdin(if secret.is_some() {
                 Stdio::piped()
             } else {

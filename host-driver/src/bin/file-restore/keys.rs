@@ -74,7 +74,7 @@ pub async fn unlock(
     drop(keys);
     if answer.containers.is_empty() {
         info(&format!(
-            "{source} has no LUKS container; the key file {} was not needed",
+            "{source} has no locked LUKS, BitLocker or ZFS container; the key file {} was not needed",
             key_file.display()
         ));
     }
@@ -82,6 +82,11 @@ pub async fn unlock(
         let place = c.bucket.as_deref().unwrap_or("?");
         match c.outcome {
             // info() makes the whole line terminal-safe.
+            // A ZFS dataset opens in place: its bucket is its own path.
+            UnlockOutcome::Opened if c.encryption.starts_with("ZFS") => info(&format!(
+                "loaded the key of {} dataset {}",
+                c.encryption, c.container
+            )),
             UnlockOutcome::Opened => info(&format!(
                 "opened {} container {} as {place}",
                 c.encryption, c.container

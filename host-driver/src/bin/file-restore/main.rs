@@ -74,6 +74,7 @@ fn manager(cli: &CliSettings) -> anyhow::Result<Manager> {
         Transport::Kernel => TransportPreference::Kernel,
         Transport::VhostUser => TransportPreference::VhostUser,
     };
+    m.memory_mib = cli.memory;
     Ok(m)
 }
 
@@ -83,6 +84,7 @@ struct CliSettings {
     initramfs: Option<PathBuf>,
     accel: Accel,
     transport: Transport,
+    memory: Option<u32>,
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -92,6 +94,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         initramfs,
         accel,
         transport,
+        memory,
         ..
     } = cli;
     // Created only by the subcommands that use VMs: completions need no
@@ -101,6 +104,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         initramfs,
         accel,
         transport,
+        memory,
     };
     let new_manager = || manager(&settings);
     // list, status, stop and serve go through the driver interface; its notes

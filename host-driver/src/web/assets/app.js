@@ -269,12 +269,14 @@ async function submitUnlock(node) {
   loadStatus(); // the call may have started the VM
   const mine = answer && (answer.containers || []).find((c) => c.container === name);
   if (mine && (mine.outcome === "opened" || mine.outcome === "already-open")) {
-    // Its content is a new bucket of the disk (and the container is now open).
-    const disk = diskOf(node);
-    if (!disk) return;
-    await reload(disk);
-    const fresh = Array.from(disk.childrenEl.children).map((li) => li.__node)
-      .find((n) => n && n.entry && n.entry.text === mine.bucket);
+    // LUKS/BitLocker: its content is a new bucket of the disk (and the container
+    // is now open). A ZFS dataset opens in place: its pool's node lists it again.
+    const inGroup = node.parent && node.parent.kind !== "disk" && node.parent.kind !== "source";
+    const holder = inGroup ? node.parent : diskOf(node);
+    if (!holder) return;
+    await reload(holder);
+    const fresh = Array.from(holder.childrenEl.children).map((li) => li.__node)
+      .find((n) => n && n.entry && (inGroup ? n.path === node.path : n.entry.text === mine.bucket));
     if (fresh) select(fresh, false);
     return;
   }
