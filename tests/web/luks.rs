@@ -79,10 +79,12 @@ fn make_image(dir: &Path) -> Result<PathBuf> {
     Ok(img)
 }
 
-/// A `serve` of the LUKS image alone whose stdout and stderr go to files.
-struct Served {
+/// A `serve` of one SOURCE alone whose stdout and stderr go to files (the
+/// LUKS image here, a ZFS pool's images in [`crate::zfs`]).
+pub(crate) struct Served {
     child: Child,
-    url: String,
+    /// The URL with the token, as `serve` printed it.
+    pub(crate) url: String,
     authority: String,
     token: String,
     out: PathBuf,
@@ -97,7 +99,8 @@ impl Drop for Served {
 }
 
 impl Served {
-    fn start(ctx: &Web, img: &Path, name: &str) -> Result<Served> {
+    /// Starts `file-restore serve SOURCE` (`img`); `name` names its output files.
+    pub(crate) fn start(ctx: &Web, img: &Path, name: &str) -> Result<Served> {
         let out = ctx.runtime.join(format!("{name}.stdout"));
         let err = ctx.runtime.join(format!("{name}.stderr"));
         let child = ctx
@@ -182,7 +185,7 @@ impl Served {
     }
 
     /// Ends the server and returns what it printed.
-    fn finish(mut self) -> Result<String> {
+    pub(crate) fn finish(mut self) -> Result<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         Ok(format!(
@@ -203,7 +206,8 @@ fn expect_status(a: &Answer, want: u16, what: &str) -> Result<()> {
     Ok(())
 }
 
-fn stop_all(ctx: &Web) -> Result<()> {
+/// Stops every VM of this run (one VM at a time).
+pub(crate) fn stop_all(ctx: &Web) -> Result<()> {
     let out = ctx.cli().args(["stop", "--all"]).output()?;
     ensure!(
         out.status.success(),

@@ -8,7 +8,8 @@
 //! snapshots are listed (and VM 100's two opened by the Versions cases,
 //! [`search`]), and a scratch root holding
 //! `big-dir.raw`, an ext4 with a directory of [`BIG_DIR_FILES`] files. The
-//! LUKS cases ([`luks`]) serve a LUKS2 image of their own.
+//! LUKS cases ([`luks`]) serve a LUKS2 image of their own, the ZFS case
+//! ([`zfs`]) the OpenZFS fixture pool.
 
 mod api;
 mod browser;
@@ -16,6 +17,7 @@ mod http;
 mod luks;
 mod search;
 mod server;
+mod zfs;
 
 use anyhow::{bail, Context, Result};
 use file_restore_tests::fixtures::Fixtures;
@@ -210,6 +212,7 @@ fn run(opts: &Options, printer: &Printer) -> Result<bool> {
     search::cases(&mut g, &url);
     browser::big_directory_case(&mut g);
     luks::cases(&mut g);
+    zfs::cases(&mut g);
     server::cases(&mut g);
     let mut summary = harness::run_groups(&ctx, vec![g], opts, printer);
 

@@ -4,7 +4,7 @@
 //! group share (the VM of a source in status, a group's teardown, the
 //! helper servers); the groups are by kind: `matrix` (every image and its
 //! buckets) with `extract` (the CLI's extract modes), `lifecycle`,
-//! `parallel`, `refusals`, `stacks` (LVM, md, LUKS), `ntfs`, `mapped` (big
+//! `parallel`, `refusals`, `stacks` (LVM, md, LUKS), `zfs`, `ntfs`, `mapped` (big
 //! files read from the disks by their map) and `search` (find, versions). Imports:
 //! `checks`, `Ctx` and the `file_restore_tests` library.
 
@@ -23,6 +23,7 @@ mod parallel;
 mod refusals;
 mod search;
 mod stacks;
+mod zfs;
 
 use crate::checks::Src;
 use crate::Ctx;
@@ -51,6 +52,7 @@ pub fn all(ctx: &Ctx) -> Result<Vec<G>> {
     v.extend(fwraid::fwraid_groups());
     v.extend(mapped::mapped_groups());
     v.extend(bitlocker::bitlocker_groups());
+    v.extend(zfs::zfs_groups());
     v.push(search::find_group(ctx));
     v.push(search::skip_group(ctx));
     v.push(search::stacks_group());
