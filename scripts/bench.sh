@@ -173,6 +173,15 @@ done
 LV_SRC=$W/img/lvm-layouts
 LUKS_SRC=$W/img/luks2-lvm
 printf 'second-pass\n' >"$W/luks.keys"
+# ZFS (tests/fixtures/mkzfs.sh): the OpenZFS mirror of two disks, when it was built.
+ZFS_SRC=""
+if [ -f "$FIXDIR/zfs/openzfs/oz-a.raw" ]; then
+    log "copying the OpenZFS fixture pool into $W/img/zfs"
+    mkdir -p "$W/img/zfs"
+    flock -s -w 900 "$FIXDIR/zfs/.lock" cp --sparse=always "$FIXDIR/zfs/openzfs/oz-a.raw" \
+        "$FIXDIR/zfs/openzfs/oz-b.raw" "$W/img/zfs/"
+    ZFS_SRC=$W/img/zfs
+fi
 
 # ---------------------------------------------------------------- machine
 meta date "$(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -320,6 +329,19 @@ log "file-restore: LUKS2 unlock (--key-file on a running VM) and the LV inside"
 measure fr_luks_unlock "$RUNS" luks_vm "$FR" list "$LUKS_SRC" /luks2-lvm/lvm/cryptvg2/root --key-file "$W/luks.keys" --output-format json
 check fr_luks_unlock "the LV inside LUKS lists id.txt" has_id_txt "$W/cmd.out"
 fr_stop >/dev/null 2>&1 || true
+
+# ZFS: a cold list of a dataset (OpenZFS loaded into the new VM, the mirror imported
+# read-only); neither libguestfs (no ZFS since 1.56) nor a host mount (no ZFS on the host)
+# can do it.
+if [ -n "$ZFS_SRC" ]; then
+    log "file-restore: cold list of a ZFS dataset (the OpenZFS fixture mirror)"
+    measure fr_zfs_cold "$RUNS" fr_stop "$FR" list "$ZFS_SRC" /oz-a/zfs/ozpool/data --output-format json
+    has_changed() { python3 -c 'import json, sys; assert any(e["text"] == "changed.txt" for e in json.load(open(sys.argv[1]))), "no changed.txt"' "$1"; }
+    check fr_zfs_cold "the dataset lists changed.txt" has_changed "$W/cmd.out"
+    fr_stop >/dev/null 2>&1 || true
+else
+    fail fr_zfs_cold "no ZFS fixture pool in $FIXDIR/zfs (tests/fixtures/mkzfs.sh did not build it)"
+fi
 
 
 # ================================================================ host mount (the floor)

@@ -210,6 +210,27 @@ installed_version() {
     { dpkg-query -W -f='${db:Status-Abbrev} ${Version}\n' "$1" 2>/dev/null || true; } | awk '/^ii/ { print $2 }'
 }
 
+# write_source FILE "URI SIGNED-BY" SUITE COMPONENTS WHY...: an apt source file of ours
+# with the mirror and keyring of the machine's own entry (apt refuses two entries for one
+# URI with different Signed-By values); WHY... are its comment lines. Prints what it added.
+write_source() {
+    local file=$1 uri signed suite=$3 components=$4 line
+    read -r uri signed <<<"$2"
+    shift 4
+    [ -n "$signed" ] || signed=/usr/share/keyrings/debian-archive-keyring.gpg
+    {
+        printf '# Added by file-restore'"'"'s scripts/deps.sh: %s\n' "$1"
+        shift
+        for line in "$@"; do printf '# %s\n' "$line"; done
+        echo "Types: deb"
+        echo "URIs: $uri"
+        echo "Suites: $suite"
+        echo "Components: $components"
+        echo "Signed-By: $signed"
+    } >"$file"
+    echo "added: $file (apt source: $uri $suite $components, keyring $signed)"
+}
+
 BACKPORTS_LIST=/etc/apt/sources.list.d/file-restore-bookworm-backports.sources
 # Makes bookworm-backports (main) known to apt, with the mirror and keyring of the
 # machine's own bookworm entry; prints the file it adds. Nothing when apt knows it already.
@@ -218,22 +239,13 @@ ensure_bookworm_backports() {
     if apt-cache policy | grep -q 'n=bookworm-backports,.*c=main'; then
         return 0
     fi
-    local src uri signed
+    local src
     src=$(debian_source_of bookworm) ||
         die "qemu-utils comes from bookworm-backports, but apt has no bookworm entry to take the mirror from: add bookworm-backports (main) to apt's sources, or remove that qemu-utils"
-    read -r uri signed <<<"$src"
-    [ -n "$signed" ] || signed=/usr/share/keyrings/debian-archive-keyring.gpg
-    {
-        echo "# Added by file-restore's scripts/deps.sh: this machine's qemu-utils is a bookworm"
-        echo "# backport, so qemu-system-x86 comes from the same suite (deps.sh says why)."
-        echo "# Backports have apt priority 100: nothing else is taken from here unless asked for."
-        echo "Types: deb"
-        echo "URIs: $uri"
-        echo "Suites: bookworm-backports"
-        echo "Components: main"
-        echo "Signed-By: $signed"
-    } >"$BACKPORTS_LIST"
-    echo "added: $BACKPORTS_LIST (apt source: $uri bookworm-backports main, keyring $signed)"
+    write_source "$BACKPORTS_LIST" "$src" bookworm-backports main \
+        "this machine's qemu-utils is a bookworm" \
+        "backport, so qemu-system-x86 comes from the same suite (deps.sh says why)." \
+        "Backports have apt priority 100: nothing else is taken from here unless asked for."
     APT_UPDATED=0
     apt_update
 }
@@ -265,7 +277,7 @@ ZFS_LIST=/etc/apt/sources.list.d/file-restore-zfs.sources
 # contrib on Debian 13. Makes that suite's contrib known to apt, with the mirror and
 # keyring of the machine's own entry; prints the file it adds.
 ensure_zfs_source() {
-    local codename suite src uri signed
+    local codename suite src
     codename=$(distro_codename)
     case "$codename" in
         bookworm) suite=bookworm-backports ;;
@@ -278,19 +290,10 @@ ensure_zfs_source() {
     [ "$(id -u)" = 0 ] || die "apt knows no zfs-dkms in $suite contrib and this is not root: run scripts/deps.sh as root"
     src=$(debian_source_of "$codename") ||
         die "apt has no $codename entry to take the mirror from: add $suite contrib to apt's sources"
-    read -r uri signed <<<"$src"
-    [ -n "$signed" ] || signed=/usr/share/keyrings/debian-archive-keyring.gpg
-    {
-        echo "# Added by file-restore's scripts/deps.sh: the guest's OpenZFS module and tools are"
-        echo "# built from Debian's zfs-dkms and zfsutils-linux, which live in contrib; they are"
-        echo "# only downloaded (scripts/zfs-debs.sh), never installed on this machine."
-        echo "Types: deb"
-        echo "URIs: $uri"
-        echo "Suites: $suite"
-        echo "Components: contrib"
-        echo "Signed-By: $signed"
-    } >"$ZFS_LIST"
-    echo "added: $ZFS_LIST (apt source: $uri $suite contrib, keyring $signed)"
+    write_source "$ZFS_LIST" "$src" "$suite" contrib \
+        "the guest's OpenZFS module and tools are" \
+        "built from Debian's zfs-dkms and zfsutils-linux, which live in contrib; they are" \
+        "only downloaded (scripts/zfs-debs.sh), never installed on this machine."
     APT_UPDATED=0
     apt_update
     apt-cache madison zfs-dkms 2>/dev/null | grep -q " $suite/contrib " ||

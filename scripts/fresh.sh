@@ -6,7 +6,8 @@
 #   scripts/fresh.sh test [ROOT...]   scripts/deps.sh in a fresh copy of each ROOT (chroot),
 #                                     then: every command deps.sh --list names is there and
 #                                     runs, the kernel source of that release is there,
-#                                     QEMU's two packages agree, and a second deps.sh run is
+#                                     QEMU's two packages agree, the guest's OpenZFS packages
+#                                     download and unpack, and a second deps.sh run is
 #                                     silent. `make fresh-test`, run by .ci/run. ~1-2 min a
 #                                     root with the roots cached.
 #   scripts/fresh.sh demo ROOT        the whole `make demo` (deps, guest kernel, build, demo)
@@ -277,6 +278,15 @@ check_root() {
                "lvm version" "mdadm --version" "chromedriver --version"; do
         in_root "$dir" $cmd >/dev/null 2>&1 || missing+=("'$cmd' does not run")
     done
+    # The guest's OpenZFS comes from the release's contrib, which deps.sh adds: its
+    # packages must download and unpack there (scripts/zfs-debs.sh, as build-kernel.sh
+    # and build-tools-image.sh call it), with a configure script and zpool/zfs.
+    local zfs
+    zfs=$(in_root "$dir" env FILE_RESTORE_CACHE=/tmp/fr-cache bash /src/scripts/zfs-debs.sh 2>&1) ||
+        missing+=("OpenZFS packages: $(tail -n 2 <<<"$zfs")")
+    in_root "$dir" bash -c 'd=$(FILE_RESTORE_CACHE=/tmp/fr-cache bash /src/scripts/zfs-debs.sh) &&
+        test -x "$d/src/configure" && test -x "$d/root/sbin/zpool" && test -x "$d/root/sbin/zfs"' ||
+        missing+=("OpenZFS source or zpool/zfs not unpacked")
     local vs vu
     vs=$(in_root "$dir" dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
     vu=$(in_root "$dir" dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
@@ -289,7 +299,7 @@ check_root() {
         echo "FAILED [$name]: deps.sh ran in $took s, but ${#missing[@]} thing(s) are missing"
         return 1
     fi
-    echo "ok [$name]: deps.sh in $took s; QEMU $vs; kernel source $ksrc; a second run is silent"
+    echo "ok [$name]: deps.sh in $took s; QEMU $vs; kernel source $ksrc; OpenZFS $(in_root "$dir" cat "$(tail -n 1 <<<"$zfs")/VERSION" 2>/dev/null); a second run is silent"
 }
 
 # All roots at once (each in its own tmpfs; dpkg unpacking is mostly waiting), then one

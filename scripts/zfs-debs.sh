@@ -13,7 +13,9 @@
 #
 # Cache: ${FILE_RESTORE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/file-restore}/zfs/<version>/
 #   src/   the module source (zfs-dkms's /usr/src/zfs-<upstream version>)
-#   root/  the unpacked userland (zfsutils-linux and its libzfs libraries)
+#   root/  the unpacked userland (zfsutils-linux and its libzfs libraries), always with
+#          root/sbin/{zpool,zfs} and root/lib/x86_64-linux-gnu/ (Debian 13's packages
+#          install below /usr: root/sbin and root/lib are then links into root/usr)
 #   VERSION  the Debian version
 # Usage: scripts/zfs-debs.sh    (prints the cache directory on stdout)
 set -euo pipefail
@@ -72,6 +74,14 @@ for deb in "$DIR"/debs/*.deb; do
         *) dpkg-deb -x "$deb" "$DIR/root" ;;
     esac
 done
+# One layout for both releases (merged /usr on Debian 13).
+for d in sbin lib; do
+    if [ ! -e "$DIR/root/$d" ] && [ -d "$DIR/root/usr/$d" ]; then
+        ln -s "usr/$d" "$DIR/root/$d"
+    fi
+done
+[ -x "$DIR/root/sbin/zpool" ] && [ -x "$DIR/root/sbin/zfs" ] ||
+    die "zfsutils-linux $version holds no sbin/zpool and sbin/zfs"
 src=$(find "$DIR/unpacked/usr/src" -maxdepth 1 -name 'zfs-*' -type d | head -n 1)
 [ -n "$src" ] && [ -x "$src/configure" ] || die "zfs-dkms $version holds no configurable source"
 mv "$src" "$DIR/src"

@@ -201,6 +201,9 @@ class Report:
         fr, frt = self.cell("fr_luks_unlock")
         out.append(f"| LUKS2 unlock with `--key-file` on a running VM, then list the LV inside "
                    f"(argon2id 32 MiB, 4 iterations) | {frt} | – | – |")
+        fr, frt = self.cell("fr_zfs_cold")
+        out.append(f"| Cold list of a ZFS dataset (new VM; OpenZFS loaded, a 2-disk mirror imported "
+                   f"read-only) | {frt} | – (no ZFS since 1.56) | – |")
         return out
 
     def warm_lg_table(self):

@@ -35,18 +35,18 @@ pub fn arc_max_for(mem_total: u64) -> u64 {
     (mem_total / 8).clamp(32 << 20, 1 << 30)
 }
 
-/// The guest's RAM in bytes (`MemTotal` of /proc/meminfo), 256 MiB when
-/// unreadable.
-pub fn mem_total() -> u64 {
+/// A field of /proc/meminfo in KiB (`MemTotal:`, `MemAvailable:`).
+pub fn meminfo_kib(field: &str) -> Option<u64> {
     std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
-        .map(|kb| kb * 1024)
-        .unwrap_or(256 << 20)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+}
+
+/// The guest's RAM in bytes (`MemTotal`), 256 MiB when unreadable.
+pub fn mem_total() -> u64 {
+    meminfo_kib("MemTotal:").map_or(256 << 20, |kb| kb * 1024)
 }
 
 /// The module parameters of `zfs.ko` for a guest with `mem_total` bytes:

@@ -211,15 +211,7 @@ fn out_of_memory(pool: &str) -> String {
 
 /// Logs the guest's free memory and the ARC's size (after an import).
 fn log_memory(what: &str) {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| -> u64 {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            >> 10
-    };
+    let mib = |field: &str| kmod::meminfo_kib(field).unwrap_or(0) >> 10;
     let arc = std::fs::read_to_string("/proc/spl/kstat/zfs/arcstats")
         .unwrap_or_default()
         .lines()
@@ -231,8 +223,8 @@ fn log_memory(what: &str) {
         >> 20;
     log::info!(
         "zfs: {what}: RAM {} MiB, available {} MiB, ARC {arc} MiB",
-        field("MemTotal:"),
-        field("MemAvailable:")
+        mib("MemTotal:"),
+        mib("MemAvailable:")
     );
 }
 
@@ -253,31 +245,32 @@ pub fn bucket_name(pool: &str, full: &str) -> String {
     }
 }
 
-/// The datasets, snapshots and volumes of the imported pool `pool`.
-pub fn datasets(tools: &Tools, pool: &str) -> Result<Vec<Dataset>, String> {
-    let out = tools.run(
-        "zfs",
-        &[
-            "list",
-            "-H",
-            "-p",
-            "-r",
-            "-t",
-            "filesystem,volume,snapshot",
-            "-o",
-            report::LIST_COLUMNS,
-            pool,
-        ],
-        None,
-        LIMIT,
-    )?;
+/// `zfs list` of every dataset of `types` (`filesystem,volume`) in pool `pool`.
+fn list(tools: &Tools, pool: &str, types: &str) -> Result<Vec<Row>, String> {
+    let args = [
+        "list",
+        "-H",
+        "-p",
+        "-r",
+        "-t",
+        types,
+        "-o",
+        report::LIST_COLUMNS,
+        pool,
+    ];
+    let out = tools.run("zfs", &args, None, LIMIT)?;
     if !out.ok() {
         return Err(format!(
             "zfs list of pool {pool} failed: {}",
             out.stderr_tail()
         ));
     }
-    let rows = report::parse_list(&String::from_utf8_lossy(&out.stdout));
+    Ok(report::parse_list(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The datasets, snapshots and volumes of the imported pool `pool`.
+pub fn datasets(tools: &Tools, pool: &str) -> Result<Vec<Dataset>, String> {
+    let rows = list(tools, pool, "filesystem,volume,snapshot")?;
     if rows.len() > MAX_DATASETS {
         log::warn!(
             "zfs: pool {pool} has {} datasets and snapshots; the first {MAX_DATASETS} are listed",
@@ -353,25 +346,10 @@ pub struct LockedRoot {
 pub fn locked_roots(tools: &Tools) -> Vec<LockedRoot> {
     let mut out = Vec::new();
     for p in pools().into_iter().filter(|p| p.error.is_none()) {
-        let Ok(o) = tools.run(
-            "zfs",
-            &[
-                "list",
-                "-H",
-                "-p",
-                "-r",
-                "-t",
-                "filesystem,volume",
-                "-o",
-                report::LIST_COLUMNS,
-                &p.name,
-            ],
-            None,
-            LIMIT,
-        ) else {
+        let Ok(rows) = list(tools, &p.name, "filesystem,volume") else {
             continue;
         };
-        for r in report::parse_list(&String::from_utf8_lossy(&o.stdout)) {
+        for r in rows {
             if r.locked && r.encryption_root.as_deref() == Some(r.name.as_str()) {
                 out.push(LockedRoot {
                     pool: p.name.clone(),
