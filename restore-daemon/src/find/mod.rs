@@ -133,7 +133,7 @@ fn buckets_below(state: &State, path: &VPath) -> Vec<(String, Arc<Bucket>)> {
             VPath::Inside { .. } => false,
         };
         for b in d.buckets.iter().filter(|b| wanted(b)) {
-            if !out.iter().any(|(_, o)| o.device == b.device) {
+            if !out.iter().any(|(_, o)| same_content(o, b)) {
                 out.push((d.name.clone(), b.clone()));
             }
         }
@@ -141,14 +141,31 @@ fn buckets_below(state: &State, path: &VPath) -> Vec<(String, Arc<Bucket>)> {
     out
 }
 
+/// Whether two buckets (of two disks) are one content: one device, one ZFS
+/// dataset (which has no device), or, for buckets with neither (a broken
+/// one), one name.
+fn same_content(a: &Bucket, b: &Bucket) -> bool {
+    match (&a.dataset, &b.dataset) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) if a.device.as_os_str().is_empty() => {
+            b.device.as_os_str().is_empty() && a.kind == b.kind && a.name == b.name
+        }
+        (None, None) => a.device == b.device,
+        _ => false,
+    }
+}
+
 /// Whether a bucket's content is searched as other buckets: an LVM PV (its
-/// LVs), an md member (its array), an opened LUKS or BitLocker container
-/// (its `luks/` or `bitlocker/` bucket). Those are passed over quietly; a
-/// locked container, swap or an unknown type is a skip line.
+/// LVs), an md member (its array), a ZFS pool member (its datasets), an
+/// opened LUKS or BitLocker container (its `luks/` or `bitlocker/` bucket).
+/// Those are passed over quietly; a locked container, swap or an unknown
+/// type is a skip line. An opened ZFS dataset is searched itself.
 fn holds_other_buckets(b: &Bucket) -> bool {
     use file_restore_fsmagic::FsType;
-    matches!(b.fstype, FsType::LvmPv | FsType::MdMember)
-        || (b.encryption.is_some() && b.locked == Some(false))
+    matches!(
+        b.fstype,
+        FsType::LvmPv | FsType::MdMember | FsType::ZfsMember
+    ) || (b.fstype != FsType::Zfs && b.encryption.is_some() && b.locked == Some(false))
 }
 
 /// The walk, writing lines into `w`.

@@ -339,6 +339,46 @@ pub fn zfs_groups() -> Vec<G> {
         }
         Ok(())
     });
+    g.case("find_searches_every_dataset_and_snapshot", |ctx| {
+        let Some(pools) = pools(ctx)? else {
+            return Ok(());
+        };
+        for pool in &pools {
+            let d = disk(&pool.members[0]);
+            let o = ctx.cli.run([
+                OsStr::new("find"),
+                pool.dir.as_os_str(),
+                OsStr::new(&format!("/{d}")),
+                OsStr::new("--name"),
+                OsStr::new("changed.txt"),
+            ])?;
+            let out = String::from_utf8_lossy(&o.stdout).into_owned();
+            for ds in datasets(pool, is_fs) {
+                let mut where_: Vec<(String, &Value)> = vec![(name(ds).to_owned(), ds)];
+                for snap in ds["snapshots"].as_array().into_iter().flatten() {
+                    where_.push((snap["name"].as_str().unwrap_or("").to_owned(), snap));
+                }
+                for (full, tree) in where_ {
+                    if !tree_of(tree)?.files.contains_key("changed.txt") {
+                        continue;
+                    }
+                    let want = format!("/{d}/{}/changed.txt", bucket(&pool.name, &full));
+                    ensure!(
+                        out.lines().any(|l| l.ends_with(&format!(" {want}"))) || encrypted(ds),
+                        "find: no {want} in:\n{out}\n{}",
+                        o.stderr
+                    );
+                }
+            }
+            // The member bucket is passed over quietly (its datasets are searched).
+            ensure!(
+                !o.stderr.contains("zfs_member"),
+                "find named the pool member: {}",
+                o.stderr
+            );
+        }
+        Ok(())
+    });
     g.case("mirror_with_one_disk_gone_still_reads", |ctx| {
         let Some(pools) = pools(ctx)? else {
             return Ok(());
