@@ -90,15 +90,16 @@ pub fn pools() -> Vec<Pool> {
     pools_lock().clone()
 }
 
-/// Arguments every zpool call gets in the guest: no udev to wait for.
+/// Runs zpool with the stacks' time limit (its environment: [`Tools::run`]).
 fn zpool(tools: &Tools, args: &[&str]) -> Result<super::tools::Output, String> {
     tools.run("zpool", args, None, LIMIT)
 }
 
 /// Loads OpenZFS (first call) and imports every pool the devices hold that
-/// is not imported yet. Errors are kept per pool; the result says whether
-/// anything new was imported.
-pub fn import_all(tools: &Tools) -> Result<bool, String> {
+/// is not imported yet. Errors are kept per pool, and a pool that could not
+/// be imported is tried again on the next call (a member may have appeared
+/// since, e.g. inside a LUKS container opened meanwhile).
+pub fn import_all(tools: &Tools) -> Result<(), String> {
     kmod::load(tools)?;
     let started = Instant::now();
     let out = zpool(tools, &["import", "-d", "/dev"])?;
@@ -106,11 +107,9 @@ pub fn import_all(tools: &Tools) -> Result<bool, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let found = report::parse_import_listing(&text);
     let mut pools = pools_lock();
-    let mut new = false;
     for p in found {
-        if pools.iter().any(|q| q.id == p.id) {
-            continue;
-        }
+        // Listed again: not imported (an imported pool is not listed).
+        pools.retain(|q| q.id != p.id);
         let members: Vec<String> = p
             .devices
             .iter()
@@ -126,9 +125,6 @@ pub fn import_all(tools: &Tools) -> Result<bool, String> {
             p.name.clone()
         };
         let error = import_one(tools, &p, &name);
-        if error.is_none() {
-            new = true;
-        }
         pools.push(Pool {
             name,
             id: p.id.clone(),
@@ -142,7 +138,7 @@ pub fn import_all(tools: &Tools) -> Result<bool, String> {
         started.elapsed().as_millis()
     );
     log_memory("after import");
-    Ok(new)
+    Ok(())
 }
 
 /// Imports one pool read-only under `name`; the reason when it cannot.
