@@ -110,7 +110,11 @@ pub fn parse_import_listing(text: &str) -> Vec<Importable> {
             _ => {}
         }
     }
-    pools.retain(|p| !p.name.is_empty() && !p.id.is_empty());
+    // A name from a crafted label with control characters would reach logs,
+    // listings and zpool's command line: such a pool is not offered.
+    pools.retain(|p| {
+        !p.name.is_empty() && !p.id.is_empty() && !p.name.chars().any(char::is_control)
+    });
     pools
 }
 
@@ -232,6 +236,7 @@ status: One or more devices are missing from the system.
         let p = parse_import_listing(&long);
         assert!(p[0].status.len() <= MAX_TEXT);
         assert!(parse_import_listing("state: ONLINE\nconfig:\n\tvda\n").is_empty());
+        assert!(parse_import_listing("pool: a\u{1b}[2Jb\n id: 1\n state: ONLINE\n").is_empty());
     }
 
     #[test]
