@@ -301,6 +301,12 @@ ensure_zfs_source() {
 }
 ensure_zfs_source
 
+# zfs-fuse is for the ZFS test fixtures only (tests/fixtures/mkzfs.sh runs its own daemon
+# in a private mount namespace); its package enables a system service, which a machine
+# with systemd would start at boot. When we install it, that service is disabled.
+HAD_ZFS_FUSE=0
+have zfs-fuse && HAD_ZFS_FUSE=1
+
 # Two rounds: the second catches what the first one's installs removed.
 for round in 1 2; do
     read -r -a pkgs <<<"$(missing_packages)"
@@ -313,6 +319,10 @@ for need in "${NEEDS[@]}"; do
     have "$1" || still+=("$1 (package $2)")
 done
 [ "${#still[@]}" -eq 0 ] || die "still missing after installing: ${still[*]}"
+if [ "$HAD_ZFS_FUSE" = 0 ] && have zfs-fuse && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+    systemctl disable --now zfs-fuse.service >/dev/null 2>&1 || true
+    echo "disabled: zfs-fuse.service (installed for the ZFS test fixtures, which run their own daemon)"
+fi
 
 # vhost-device-vsock: the userspace vsock backend (no /dev/vhost-vsock on our machines).
 have_vhost_vsock() {
