@@ -40,6 +40,27 @@ impl Drop for Driver {
     }
 }
 
+/// Runs `session` in a fresh headless Chromium (its own chromedriver and
+/// download directory, given to `session`), and closes the browser
+/// afterwards whatever the session did.
+pub(crate) fn in_browser<F, Fut>(session: F) -> Result<()>
+where
+    F: FnOnce(Client, PathBuf) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let driver = start_chromedriver()?;
+    let downloads = tempfile::tempdir()?;
+    rt.block_on(async {
+        let client = connect(&driver.url, downloads.path()).await?;
+        let r = session(client.clone(), downloads.path().to_path_buf()).await;
+        let _ = client.close().await;
+        r
+    })
+}
+
 pub(crate) fn start_chromedriver() -> Result<Driver> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -72,19 +93,7 @@ pub fn cases(g: &mut Group<Web>, url: &str) {
     let url = url.to_string();
     g.case(
         "browser::tree_filter_downloads_errors_keyboard_screenshot",
-        move |ctx| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let driver = start_chromedriver()?;
-            let downloads = tempfile::tempdir()?;
-            rt.block_on(async {
-                let client = connect(&driver.url, downloads.path()).await?;
-                let r = session(ctx, &client, &url, downloads.path()).await;
-                let _ = client.close().await;
-                r
-            })
-        },
+        move |ctx| in_browser(|c, dl| async move { session(ctx, &c, &url, &dl).await }),
     );
 }
 
@@ -107,17 +116,7 @@ pub fn big_directory_case(g: &mut Group<Web>) {
                 ctx.big_root.as_os_str(),
             ],
         )?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let driver = start_chromedriver()?;
-        let downloads = tempfile::tempdir()?;
-        let r = rt.block_on(async {
-            let client = connect(&driver.url, downloads.path()).await?;
-            let r = big_session(&client, &url).await;
-            let _ = client.close().await;
-            r
-        });
+        let r = in_browser(|c, _| async move { big_session(&c, &url).await });
         let _ = server.kill();
         let _ = server.wait();
         let out = ctx.cli().args(["stop", "--all"]).output()?;

@@ -7,7 +7,7 @@
 //! that neither passphrase appears in what the server printed or in any file
 //! of the runtime directory (the VMs' console logs).
 
-use crate::browser::{click_node, connect, start_chromedriver, wait_for, wait_js};
+use crate::browser::{click_node, in_browser, wait_for, wait_js};
 use crate::http::{self, Answer};
 use crate::Web;
 use anyhow::{bail, ensure, Context, Result};
@@ -420,18 +420,8 @@ fn api_case(ctx: &Web, img: &Path) -> Result<()> {
 
 fn browser_case(ctx: &Web, img: &Path) -> Result<()> {
     let s = Served::start(ctx, img, "luks-browser")?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let driver = start_chromedriver()?;
-    let downloads = tempfile::tempdir()?;
-    let r = rt.block_on(async {
-        let client = connect(&driver.url, downloads.path()).await?;
-        let r = prompt(&client, &s.url).await;
-        let _ = client.close().await;
-        r
-    });
-    drop(driver);
+    let url = &s.url;
+    let r = in_browser(|c, _| async move { prompt(&c, url).await });
     let printed = s.finish()?;
     r?;
     eprintln!("luks browser: {}", no_passphrase_anywhere(ctx, &printed)?);

@@ -6,7 +6,7 @@
 //! VMs, which the last case stops again.
 
 use crate::api::{enc, expect_status, manifest_files, path_q, sha256_hex};
-use crate::browser::{click_node, connect, downloaded, start_chromedriver, wait_for, wait_js};
+use crate::browser::{click_node, downloaded, in_browser, wait_for, wait_js};
 use crate::Web;
 use anyhow::{ensure, Context, Result};
 use base64::Engine;
@@ -133,19 +133,7 @@ pub fn cases(g: &mut Group<Web>, url: &str) {
     let url = url.to_string();
     g.case(
         "browser::search_box_finds_and_opens_the_directory",
-        move |ctx| {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let driver = start_chromedriver()?;
-            let downloads = tempfile::tempdir()?;
-            rt.block_on(async {
-                let client = connect(&driver.url, downloads.path()).await?;
-                let r = search_session(ctx, &client, &url).await;
-                let _ = client.close().await;
-                r
-            })
-        },
+        move |ctx| in_browser(|c, _| async move { search_session(ctx, &c, &url).await }),
     );
     g.case("api::versions_over_the_snapshots", |ctx| {
         // One VM at a time as far as it goes: this needs the two snapshots'.
@@ -202,17 +190,7 @@ pub fn cases(g: &mut Group<Web>, url: &str) {
                 store.as_os_str(),
             ],
         )?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let driver = start_chromedriver()?;
-        let downloads = tempfile::tempdir()?;
-        let r = rt.block_on(async {
-            let client = connect(&driver.url, downloads.path()).await?;
-            let r = versions_session(&client, &url, downloads.path()).await;
-            let _ = client.close().await;
-            r
-        });
+        let r = in_browser(|c, dl| async move { versions_session(&c, &url, &dl).await });
         let _ = server.kill();
         let _ = server.wait();
         let out = ctx.cli().args(["stop", "--all"]).output()?;

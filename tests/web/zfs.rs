@@ -5,7 +5,7 @@
 //! opens in place through its Unlock… field with the fixture's passphrase.
 //! Skipped with the reason where mkzfs.sh built no OpenZFS pool.
 
-use crate::browser::{click_node, connect, start_chromedriver, wait_for, wait_js};
+use crate::browser::{click_node, in_browser, wait_for, wait_js};
 use crate::luks::{stop_all, Served};
 use crate::Web;
 use anyhow::{Context, Result};
@@ -41,18 +41,8 @@ pub fn cases(g: &mut Group<Web>) {
         };
         stop_all(ctx)?;
         let s = Served::start(ctx, &dir, "zfs-browser")?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let driver = start_chromedriver()?;
-        let downloads = tempfile::tempdir()?;
-        let r = rt.block_on(async {
-            let client = connect(&driver.url, downloads.path()).await?;
-            let r = session(&client, &s.url, &pass).await;
-            let _ = client.close().await;
-            r
-        });
-        drop(driver);
+        let (url, key) = (&s.url, &pass);
+        let r = in_browser(|c, _| async move { session(&c, url, key).await });
         let printed = s.finish()?;
         let stopped = stop_all(ctx);
         anyhow::ensure!(
